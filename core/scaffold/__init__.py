@@ -1,0 +1,1 @@
+"""Files `reelpress init` writes into a new project (package data)."""

@@ -1,0 +1,1 @@
+"""Built-in Jinja prompt templates (package data)."""
