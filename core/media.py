@@ -1,0 +1,77 @@
+"""Looking inside video files (PyAV, in-process): probe a download, grab a poster frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from .errors import ReelpressError
+
+
+class MediaError(ReelpressError):
+    """A file is not a playable video."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    duration_s: float
+    width: int
+    height: int
+    video_codec: str
+    audio_codec: str
+    fps: float
+    frames: int | None
+
+
+def probe(path: Path) -> MediaInfo:
+    """Read container and stream facts. Raises :class:`MediaError` for anything unplayable."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path.name}: no video stream")
+            video = container.streams.video[0]
+            audio = container.streams.audio[0] if container.streams.audio else None
+            duration = _duration(container, video)
+            rate = video.average_rate or video.base_rate or 0
+            return MediaInfo(
+                duration_s=duration,
+                width=video.codec_context.width,
+                height=video.codec_context.height,
+                video_codec=video.codec_context.name,
+                audio_codec=audio.codec_context.name if audio else "",
+                fps=float(rate),
+                frames=video.frames or None,
+            )
+    except MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise MediaError(f"{path.name}: not a readable video ({exc})") from exc
+
+
+def _duration(container: av.container.InputContainer, stream: av.VideoStream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return 0.0
+
+
+def poster(path: Path, dest: Path, *, at_s: float = 1.0, max_width: int = 640) -> Path:
+    """Save the frame at ``at_s`` seconds (or the last before it) as a JPEG still."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frame_image = None
+        for frame in container.decode(stream):
+            frame_image = frame.to_image()  # type: ignore[no-untyped-call]
+            if frame.time is not None and frame.time >= at_s:
+                break
+    if frame_image is None:
+        raise MediaError(f"{path.name}: no frames to take a poster from")
+    if frame_image.width > max_width:
+        ratio = max_width / frame_image.width
+        frame_image = frame_image.resize((max_width, max(2, int(frame_image.height * ratio))))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    frame_image.convert("RGB").save(dest, "JPEG", quality=85)
+    return dest
