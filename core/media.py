@@ -59,19 +59,25 @@ def _duration(container: av.container.InputContainer, stream: av.VideoStream) ->
 
 
 def poster(path: Path, dest: Path, *, at_s: float = 1.0, max_width: int = 640) -> Path:
-    """Save the frame at ``at_s`` seconds (or the last before it) as a JPEG still."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        frame_image = None
-        for frame in container.decode(stream):
-            frame_image = frame.to_image()  # type: ignore[no-untyped-call]
-            if frame.time is not None and frame.time >= at_s:
-                break
+    """Save the frame at ``at_s`` seconds (or the last before it) as a JPEG still, atomically.
+    Raises :class:`MediaError` for a file it cannot decode."""
+    frame_image = None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                frame_image = frame.to_image()  # type: ignore[no-untyped-call]
+                if frame.time is not None and frame.time >= at_s:
+                    break
+    except (av.FFmpegError, OSError, IndexError) as exc:
+        raise MediaError(f"{path.name}: cannot take a poster frame ({exc})") from exc
     if frame_image is None:
         raise MediaError(f"{path.name}: no frames to take a poster from")
     if frame_image.width > max_width:
         ratio = max_width / frame_image.width
         frame_image = frame_image.resize((max_width, max(2, int(frame_image.height * ratio))))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    frame_image.convert("RGB").save(dest, "JPEG", quality=85)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    frame_image.convert("RGB").save(tmp, "JPEG", quality=85)
+    tmp.replace(dest)
     return dest
