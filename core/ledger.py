@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Integer, String, event, func, insert, or_, select, update
+from sqlalchemy import Boolean, Integer, String, Table, event, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -109,18 +109,13 @@ def brief_json(brief: Brief) -> str:
 
 
 def job_id_for(
-    pipeline: str,
-    brief: Brief,
-    platform: str,
-    texts: Texts,
-    request: RenderRequest,
+    pipeline: str, brief: Brief, platform: str, texts: Texts, request: RenderRequest
 ) -> str:
     """A job is what would be made: same brief, platform, texts and request → same job. An edit
     to a field no template reads changes nothing here, so it never pays for a new video."""
-    return sha256_text(canonical_json({
-        "pipeline": pipeline, "brief": brief.id, "platform": platform,
-        "texts": texts.to_dict(), "request": request.key,
-    }))[:32]  # fmt: skip
+    identity = [pipeline, brief.id, platform, texts.prompt, texts.negative_prompt, texts.title,
+                texts.caption, list(texts.hashtags), request.key]  # fmt: skip
+    return sha256_text(json.dumps(identity, ensure_ascii=False))[:32]
 
 
 class Ledger:
@@ -322,43 +317,34 @@ class Ledger:
                     for key, item in briefs.items()
                 ],
             )
-            await conn.execute(insert(t.jobs), [_job_row(item, now) for item in fresh])
-            await conn.execute(
-                insert(t.transitions),
-                [
-                    {
-                        "job_id": item.job.id,
-                        "at": now,
-                        "from_state": None,
-                        "to_state": "planned",
-                        "message": None,
-                    }
-                    for item in fresh
-                ],
-            )
-            await self._supersede(conn, fresh, now)
+            await self._supersede(conn, fresh, now)  # before the insert: finds only older jobs
+            await _bulk_insert(conn, t.jobs, [_job_row(item, now) for item in fresh])
         return [item.job.id for item in fresh]
 
     async def _supersede(
         self, conn: AsyncConnection, fresh: Sequence[PlannedJob], now: datetime
     ) -> None:
         newest = {(i.job.brief.id, i.job.platform): i.job.id for i in fresh}
+        fresh_ids = {i.job.id for i in fresh}
         pipeline = fresh[0].job.pipeline
         rows = (
             await conn.execute(
-                select(t.jobs.c.id, t.jobs.c.brief_id, t.jobs.c.platform).where(
+                select(t.jobs.c.id, t.jobs.c.brief_id, t.jobs.c.platform)
+                .where(
                     t.jobs.c.pipeline == pipeline,
                     t.jobs.c.state == JobState.PLANNED.value,
                     t.jobs.c.brief_id.in_({b for b, _ in newest}),
                     t.jobs.c.attempts == 0,
                     t.jobs.c.lease_owner.is_(None),
                 )
+                # look up by brief, never by scanning every planned job of the pipeline
+                .with_hint(t.jobs, "INDEXED BY jobs_brief", "sqlite")
             )
         ).all()
         old = [
             (r.id, newest[(r.brief_id, r.platform)])
             for r in rows
-            if (r.brief_id, r.platform) in newest and r.id != newest[(r.brief_id, r.platform)]
+            if (r.brief_id, r.platform) in newest and r.id not in fresh_ids
         ]
         for job_id, new_id in old:
             message = f"superseded by job {new_id[:12]} (the content or template changed)"
@@ -871,7 +857,11 @@ class Ledger:
             due_at=r["due_at"]) for r in rows]  # fmt: skip
 
     async def history(self, job_id: str) -> list[tuple[datetime, str | None, str, str | None]]:
+        """(time, from, to, message) for every change, starting with the job's creation."""
         async with self.engine.begin() as conn:
+            created = (
+                await conn.execute(select(t.jobs.c.created_at).where(t.jobs.c.id == job_id))
+            ).scalar()
             rows = (
                 (
                     await conn.execute(
@@ -883,7 +873,11 @@ class Ledger:
                 .mappings()
                 .all()
             )
-        return [(r["at"], r["from_state"], r["to_state"], r["message"]) for r in rows]
+        created_at = t.UTCDateTime().process_result_value(created, conn.dialect)
+        if created_at is None:
+            return []
+        changes = [(r["at"], r["from_state"], r["to_state"], r["message"]) for r in rows]
+        return [(created_at, None, "planned", None), *changes]
 
     async def submissions(self, job_id: str | None = None) -> list[dict[str, Any]]:
         stmt = select(t.submissions).order_by(t.submissions.c.id)
@@ -956,6 +950,38 @@ def _lease_free(now: datetime) -> Any:
     return or_(t.jobs.c.lease_owner.is_(None), t.jobs.c.lease_until < now)
 
 
+async def _bulk_insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows (all with the same keys). On SQLite they go to the driver as plain tuples:
+    SQLAlchemy's generic per-value processing cost more than the insert itself when a plan
+    writes 100,000 jobs."""
+    if conn.dialect.name != "sqlite" or not rows:
+        await conn.execute(insert(table), rows)
+        return
+    names = list(rows[0])
+    binders = [(n, _sqlite_binder(table.c[n].type, conn.dialect)) for n in names]
+    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) "
+           f"VALUES ({', '.join('?' for _ in names)})")  # fmt: skip
+    values = [tuple(b(row[n]) if b else row[n] for n, b in binders) for row in rows]
+    await conn.exec_driver_sql(sql, values)
+
+
+def _sqlite_binder(column_type: Any, dialect: Any) -> Any:
+    """A converter for values SQLite cannot take as they are (remembering the last datetime:
+    a batch usually carries the same one many times)."""
+    if isinstance(column_type, t.UTCDateTime):
+        last: list[Any] = [None, None]
+
+        def bind_time(value: Any) -> Any:
+            if value is not last[0]:
+                last[0], last[1] = value, column_type.process_bind_param(value, dialect)
+            return last[1]
+
+        return bind_time
+    if isinstance(column_type, Boolean):
+        return lambda value: None if value is None else int(value)
+    return None
+
+
 def _insert_ignore(conn: AsyncConnection, table: Any) -> Any:
     """INSERT that skips rows whose key exists (same spelling on SQLite and PostgreSQL)."""
     if conn.dialect.name == "sqlite":
@@ -966,26 +992,49 @@ def _insert_ignore(conn: AsyncConnection, table: Any) -> Any:
 def _job_row(item: PlannedJob, now: datetime) -> dict[str, Any]:
     job = item.job
     return {
-        "id": job.id, "pipeline": job.pipeline, "brief_id": job.brief.id,
-        "brief_key": item.brief_key, "platform": job.platform, "state": job.state.value,
-        "provider": job.request.provider, "model": job.request.model,
-        "request": job.request.to_json(), "request_key": job.request_key,
-        "texts": json.dumps(job.texts.to_dict(), ensure_ascii=False),
-        "sinks": json.dumps(list(job.sinks)), "duration_s": float(job.request.duration_s),
-        "estimated_cost": job.estimated_cost_usd, "cost": None, "cached": False, "attempts": 0,
+        "id": job.id,
+        "pipeline": job.pipeline,
+        "brief_id": job.brief.id,
+        "brief_key": item.brief_key,
+        "platform": job.platform,
+        "state": job.state.value,
+        "provider": job.request.provider,
+        "model": job.request.model,
+        "request": job.request.to_json(),
+        "request_key": job.request_key,
+        "texts": _texts_json(job),
+        "sinks": json.dumps(list(job.sinks)),
+        "duration_s": float(job.request.duration_s),
+        "estimated_cost": job.estimated_cost_usd,
+        "cached": False,
+        "attempts": 0,
         "publish_attempts": 0,
-        "operation_id": None, "operation": None, "video_sha256": None, "last_error": None,
-        "due_at": now, "lease_owner": None, "lease_until": None, "run_id": None,
-        "created_at": now, "updated_at": now, "generated_at": None,
-    }  # fmt: skip
+        "due_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }  # fmt: skip (columns left out are NULL)
+
+
+def _texts_json(job: Job) -> str:
+    """The texts, leaving out the prompts when they are the request's own (the usual case): a
+    100,000-job ledger need not hold every prompt twice."""
+    texts = job.texts.to_dict()
+    for name in ("prompt", "negative_prompt"):
+        if texts[name] == getattr(job.request, name):
+            del texts[name]
+    return json.dumps(texts, ensure_ascii=False)
 
 
 def _job_from_row(row: Any) -> Job:
+    request = RenderRequest.from_json(row["request"])
+    texts = json.loads(row["texts"])
+    texts.setdefault("prompt", request.prompt)
+    texts.setdefault("negative_prompt", request.negative_prompt)
     return Job(
         id=row["id"], pipeline=row["pipeline"],
         brief=Brief.model_validate_json(row["data"]), platform=row["platform"],
-        state=JobState(row["state"]), texts=Texts.from_dict(json.loads(row["texts"])),
-        request=RenderRequest.from_json(row["request"]), sinks=tuple(json.loads(row["sinks"])),
+        state=JobState(row["state"]), texts=Texts.from_dict(texts),
+        request=request, sinks=tuple(json.loads(row["sinks"])),
         attempts=row["attempts"], estimated_cost_usd=row["estimated_cost"], cost_usd=row["cost"],
         cached=bool(row["cached"]), operation_id=row["operation_id"],
         video_sha256=row["video_sha256"], last_error=row["last_error"], due_at=row["due_at"],

@@ -9,7 +9,8 @@ import hashlib
 import json
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -187,11 +188,20 @@ class RenderRequest:
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return canonical_json({"v": 1, **asdict(self)})
+        """The canonical JSON (computed once: requests are immutable)."""
+        cached: str | None = self.__dict__.get("_json")
+        if cached is None:
+            cached = canonical_json({"v": 1, **{n: getattr(self, n) for n in _REQUEST_FIELDS}})
+            object.__setattr__(self, "_json", cached)
+        return cached
 
     @property
     def key(self) -> str:
-        return sha256_text(self.to_json())
+        cached: str | None = self.__dict__.get("_key")
+        if cached is None:
+            cached = sha256_text(self.to_json())
+            object.__setattr__(self, "_key", cached)
+        return cached
 
     @property
     def size(self) -> tuple[int, int]:
@@ -202,6 +212,9 @@ class RenderRequest:
         data = json.loads(text)
         data.pop("v", None)
         return cls(**data)
+
+
+_REQUEST_FIELDS = tuple(f.name for f in dataclass_fields(RenderRequest))
 
 
 class JobState(StrEnum):
@@ -246,7 +259,13 @@ class Texts:
     hashtags: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "hashtags": list(self.hashtags)}
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "title": self.title,
+            "caption": self.caption,
+            "hashtags": list(self.hashtags),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Texts:

@@ -30,6 +30,7 @@ class Pipeline:
     store: Store
     windows: list[RateWindow] = field(default_factory=list)
     concurrency: int = 1
+    closed: bool = False
 
     @property
     def name(self) -> str:
@@ -73,7 +74,10 @@ class Pipeline:
 
     async def close(self) -> None:
         """Let every plugin finish (a sink writes its gallery here). One failing does not stop
-        the others; the first error is raised at the end."""
+        the others; the first error is raised at the end. Closing twice does nothing."""
+        if self.closed:
+            return
+        self.closed = True
         first: Exception | None = None
         plugins: list[Plugin[Any]] = [s for _, s in self.sources]
         plugins += [self.provider, *self.sinks.values()]

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 
@@ -23,7 +24,8 @@ from .models import Brief, Job, JobState, Platform, Texts, sha256_text
 from .pipeline import Pipeline
 from .plugin_api import Bookmark, Skipped, SourceItem
 
-BATCH = 256
+BATCH = 1000
+OVERLAP = False
 MAX_ISSUES = 1000
 SAMPLE = 25
 
@@ -72,12 +74,20 @@ class Planner:
     """Plans one pipeline into its ledger (or, with ``write=False``, only reports)."""
 
     def __init__(
-        self, pipeline: Pipeline, ledger: Ledger, *, clock: Callable[[], datetime] = utcnow
+        self,
+        pipeline: Pipeline,
+        ledger: Ledger,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        sample: int = SAMPLE,
     ) -> None:
         self.pipeline = pipeline
         self.ledger = ledger
         self.clock = clock
+        self.sample = sample
         self._prepare = list(pipeline.host.impls("prepare_brief"))
+        self._observed = any(True for _ in pipeline.host.impls("job_event"))
+        self._pending: tuple[asyncio.Future[Any], list[PlannedJob], datetime] | None = None
 
     async def plan(
         self, *, write: bool = True, progress: Callable[[PlanReport], None] | None = None
@@ -98,6 +108,7 @@ class Planner:
                         report.skip(f"{spec.name}: {item.location}", item.reason)
                     elif isinstance(item, Bookmark):
                         await self._flush(batch, assets, report, write)
+                        await self._drain(report, write)
                         batch = []
                         if write:
                             await self.ledger.save_cursor(
@@ -124,15 +135,21 @@ class Planner:
                             "expected Brief, Skipped or Bookmark",
                         )
                 await self._flush(batch, assets, report, write)
+                await self._drain(report, write)
                 if progress:
                     progress(report)
         finally:
+            if self._pending is not None:
+                self._pending[0].cancel()
+                self._pending = None
             await assets.close()
         return report
 
     async def _flush(
         self, briefs: list[Brief], assets: Assets, report: PlanReport, write: bool
     ) -> None:
+        """Render a batch, then hand it to the ledger in the background: the write of one batch
+        overlaps the rendering of the next (at most one write is outstanding, in order)."""
         if not briefs:
             return
         now = self.clock()
@@ -145,12 +162,21 @@ class Planner:
                 continue
             report.briefs += 1
             planned.extend(self._jobs_for(brief, image, report))
-        if not planned:
+        await self._drain(report, write)
+        if planned:
+            save = self.ledger.save_planned(planned, now) if write else self._unknown_ids(
+                [p.job.id for p in planned])  # fmt: skip
+            self._pending = (asyncio.ensure_future(save), planned, now)
+            if not OVERLAP:
+                await self._drain(report, write)
+
+    async def _drain(self, report: PlanReport, write: bool) -> None:
+        """Wait for the outstanding ledger write and count what it found new."""
+        if self._pending is None:
             return
-        if write:
-            new = set(await self.ledger.save_planned(planned, now))
-        else:
-            new = await self._unknown_ids([p.job.id for p in planned])
+        task, planned, now = self._pending
+        self._pending = None
+        new = set(await task)
         for item in planned:
             job, is_new = item.job, item.job.id in new
             report.jobs += 1
@@ -159,21 +185,12 @@ class Planner:
                 report.new += 1
                 report.estimated_cost_new += job.estimated_cost_usd
                 report.seconds_new += job.request.duration_s
-                if write:
-                    emit(
-                        self.pipeline.host,
-                        JobEvent(
-                            kind="planned",
-                            job_id=job.id,
-                            pipeline=job.pipeline,
-                            brief_id=job.brief.id,
-                            platform=job.platform,
-                            state=JobState.PLANNED,
-                            at=now,
-                            cost_usd=job.estimated_cost_usd,
-                        ),
-                    )
-            if len(report.sample) < SAMPLE:
+                if write and self._observed:
+                    emit(self.pipeline.host, JobEvent(
+                        kind="planned", job_id=job.id, pipeline=job.pipeline,
+                        brief_id=job.brief.id, platform=job.platform, state=JobState.PLANNED,
+                        at=now, cost_usd=job.estimated_cost_usd))  # fmt: skip
+            if len(report.sample) < self.sample:
                 report.sample.append((job, is_new))
 
     def _prepared(self, brief: Brief, report: PlanReport) -> Brief | None:

@@ -225,6 +225,10 @@ class Sink(Plugin[C]):
         destination cannot be searched)."""
         return None
 
+    def summary(self) -> str | None:
+        """One line for the end of a run (where to look at the results), or None."""
+        return None
+
     async def publish(self, job: Job, video: Video) -> Receipt:
         """Publish ``video`` for ``job`` and say where it went. Raise :class:`reelpress.SinkError`
         on failure (``retryable=True`` when trying again later may work)."""

@@ -145,6 +145,7 @@ class PromptTemplates:
             self.env.filters[name] = fn
         self._platform_templates: dict[str, Template] = {}
         self._styles: dict[str, Any] = {}
+        self._platform_vars: dict[Platform, dict[str, Any]] = {}
 
     def origin(self, name: str) -> Path | None:
         """Which file on the search path provides template ``name``."""
@@ -209,7 +210,7 @@ class PromptTemplates:
         context = template.new_context(
             {
                 "brief": data if data is not None else brief.template_data(),
-                "platform": platform_data if platform_data is not None else platform_vars(platform),
+                "platform": platform_data if platform_data is not None else self._vars(platform),
                 "style": self.style(brief.category),
             }
         )
@@ -231,6 +232,12 @@ class PromptTemplates:
             caption=_paragraphs(out["caption"]),
             hashtags=parse_hashtags(out["hashtags"]),
         )
+
+    def _vars(self, platform: Platform) -> dict[str, Any]:
+        found = self._platform_vars.get(platform)
+        if found is None:
+            found = self._platform_vars[platform] = platform_vars(platform)
+        return found
 
     def _compile(self, name: str, *, platform: str | None = None) -> Template:
         try:
@@ -256,7 +263,7 @@ class PromptTemplates:
         except Exception as rewritten:
             exc = rewritten
         path, template, line = _template_frame(exc.__traceback__, name)
-        about = f" (brief {brief.id})" if brief else ""
+        about = ""
         if isinstance(exc, UndefinedError):
             source = _source_line(path, line)
             return TemplateError(
@@ -297,7 +304,7 @@ def _join_capped(chunks: Iterable[str], block: str) -> str:
 
 
 def _one_line(text: str) -> str:
-    return _SPACE_RE.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 def _paragraphs(text: str) -> str:

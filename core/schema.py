@@ -30,28 +30,44 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.types import TypeEngine
 
 from .errors import LedgerError
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes in, the same out (SQLite keeps no zone of its own)."""
+    """Timezone-aware UTC datetimes in, the same out.
 
-    impl = DateTime
+    SQLite has no time type: values are stored as fixed-width UTC text
+    (``2026-11-24 05:04:49.000123``), which sorts as time does. Formatting it here directly is
+    several times cheaper than SQLAlchemy's generic DATETIME processing, which matters when a
+    plan writes 100,000 rows. Other databases get a real ``TIMESTAMP WITH TIME ZONE``.
+    """
+
+    impl = String(26)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(26))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the ledger; use an aware UTC datetime")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        if dialect.name != "sqlite":
+            return value
+        v = value if value.tzinfo is UTC else value.astimezone(UTC)
+        return (f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}:"
+                f"{v.second:02d}.{v.microsecond:06d}")  # fmt: skip
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         parsed: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
-        return parsed.replace(tzinfo=UTC)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 metadata = MetaData()
@@ -117,10 +133,8 @@ jobs = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("generated_at", UTCDateTime),
     Index("jobs_due", "pipeline", "due_at"),
-    Index("jobs_state", "pipeline", "state"),
+    Index("jobs_state", "state", "provider"),
     Index("jobs_brief", "pipeline", "brief_id", "platform"),
-    Index("jobs_request", "request_key"),
-    Index("jobs_generated", "generated_at"),
 )
 
 transitions = Table(

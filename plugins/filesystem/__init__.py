@@ -71,6 +71,7 @@ class FilesystemSink(Sink["FilesystemSink.Config"]):
     def __init__(self, config: FilesystemSink.Config, context: PluginContext) -> None:
         super().__init__(config, context)
         self._locks = tuple(asyncio.Lock() for _ in range(_LOCK_STRIPES))
+        self._gallery: tuple[Path, int] | None = None
 
     # --- the Sink API ---------------------------------------------------------------------------
 
@@ -91,7 +92,15 @@ class FilesystemSink(Sink["FilesystemSink.Config"]):
         if root is not None:
             index = fileops.contained(root, root, "index.html")
             with fileops.os_errors("could not write the gallery", index):
-                await asyncio.to_thread(write_gallery, root, index, self.context.pipeline)
+                count = await asyncio.to_thread(write_gallery, root, index, self.context.pipeline)
+            self._gallery = (index, count)
+
+    def summary(self) -> str | None:
+        """Where the gallery is, once :meth:`close` wrote it."""
+        if self._gallery is None:
+            return None
+        index, count = self._gallery
+        return f"{count} videos in {index.parent}; open {index.as_uri()}"
 
     # --- where files go -------------------------------------------------------------------------
 

@@ -76,8 +76,9 @@ class Section:
     cards: Iterator[Card]
 
 
-def write_gallery(root: Path, index: Path, pipeline: str) -> None:
-    """Write ``index`` (atomically) listing every published video under ``root``."""
+def write_gallery(root: Path, index: Path, pipeline: str) -> int:
+    """Write ``index`` (atomically) listing every published video under ``root``; returns how
+    many it lists."""
     entries = sorted(_scan(root), key=lambda e: (e.platform, e.title_key, e.folder, e.sidecar))
     counts = Counter(e.platform for e in entries)
     template = _environment().get_template(TEMPLATE)
@@ -90,6 +91,7 @@ def write_gallery(root: Path, index: Path, pipeline: str) -> None:
     )
     with fileops.atomic_path(index) as tmp, tmp.open("x", encoding="utf-8") as handle:
         handle.writelines(stream)
+    return len(entries)
 
 
 @cache
