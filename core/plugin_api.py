@@ -21,9 +21,10 @@ from .models import Brief, Job, Platform, Receipt, RenderRequest, Texts, Video
 
 
 class PluginConfig(BaseModel):
-    """Base of every plugin's ``Config``: unknown keys are errors, values are immutable."""
+    """Base of every plugin's ``Config``: unknown keys are errors, values are immutable, and a
+    docstring under a field becomes its description (shown in docs and ``--json`` output)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 @dataclass(frozen=True)
