@@ -46,6 +46,7 @@ IN_FLIGHT = (JobState.SUBMITTING.value, JobState.SUBMITTED.value)
 LEASE = timedelta(seconds=60)
 STALE_RUN = timedelta(seconds=120)
 BUSY_TIMEOUT_MS = 30_000
+RELAXED = "reelpress_relaxed_durability"
 
 
 def utcnow() -> datetime:
@@ -113,8 +114,10 @@ def job_id_for(
 ) -> str:
     """A job is what would be made: same brief, platform, texts and request → same job. An edit
     to a field no template reads changes nothing here, so it never pays for a new video."""
-    identity = [pipeline, brief.id, platform, texts.prompt, texts.negative_prompt, texts.title,
-                texts.caption, list(texts.hashtags), request.key]  # fmt: skip
+    identity = [pipeline, brief.id, platform, texts.title, texts.caption, list(texts.hashtags),
+                request.key]  # fmt: skip
+    if texts.prompt != request.prompt or texts.negative_prompt != request.negative_prompt:
+        identity += [texts.prompt, texts.negative_prompt]  # not already in the request key
     return sha256_text(json.dumps(identity, ensure_ascii=False))[:32]
 
 
@@ -297,7 +300,7 @@ class Ledger:
         if not items:
             return []
         ids = [item.job.id for item in items]
-        async with self.engine.begin() as conn:
+        async with self.engine.execution_options(**{RELAXED: True}).begin() as conn:
             existing = set(
                 (await conn.execute(select(t.jobs.c.id).where(t.jobs.c.id.in_(ids)))).scalars()
             )
@@ -797,7 +800,7 @@ class Ledger:
         if state in TERMINAL_STATES:
             raise LedgerError(f"job {job_id[:12]} is already {state.value}; nothing to cancel")
         message = "cancelled by operator"
-        if state is JobState.SUBMITTED:
+        if state.value in IN_FLIGHT:  # a submission may have reached the provider already
             message += "; the provider may still finish (and bill) the render already under way"
         if not await self.transition(
             job_id, state, JobState.CANCELLED, now, owner=None, message=message
@@ -1078,14 +1081,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.execute(
-            "PRAGMA synchronous=FULL"
-        )  # a committed "submitting" must survive power loss
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        # Every commit is flushed to disk (FULL), because a committed "submitting" must survive
+        # a power cut. Planned jobs are the exception (RELAXED): losing the last batch to a power
+        # cut only means the next plan writes it again, and it halves the cost of a large plan.
+        relaxed = conn.get_execution_options().get(RELAXED, False)
+        conn.exec_driver_sql(f"PRAGMA synchronous={'NORMAL' if relaxed else 'FULL'}")
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 

@@ -177,7 +177,8 @@ class Provider(Plugin[C]):
         """Turn rendered texts into this provider's request (normalising what it must).
 
         ``image`` is the store hash of the brief's reference image, if any. Everything that
-        changes the output must be in the request: it is the cache key.
+        changes the output must be in the request: it is the cache key. Most providers only
+        need :meth:`request_options`; override this to normalise more (durations, prompts).
         """
         return RenderRequest(
             provider=self.name,
@@ -188,7 +189,12 @@ class Provider(Plugin[C]):
             resolution=platform.resolution,
             duration_s=platform.duration_s,
             image=image,
+            options=self.request_options(texts=texts, platform=platform, brief=brief),
         )
+
+    def request_options(self, *, texts: Texts, platform: Platform, brief: Brief) -> dict[str, Any]:
+        """Provider-specific parameters for :attr:`RenderRequest.options` (part of the key)."""
+        return {}
 
     def validate(self, request: RenderRequest) -> None:
         """Raise :class:`reelpress.InvalidRequest` for a request this provider would reject.

@@ -129,6 +129,7 @@ async def in_thread(
     items: queue.Queue[tuple[Literal["item", "error", "done"], Any]] = queue.Queue(buffer)
     ready = asyncio.Event()
     stop = threading.Event()
+    waiting = threading.Event()  # the consumer found the queue empty and sleeps: wake it
 
     def wake() -> None:
         try:
@@ -138,7 +139,8 @@ async def in_thread(
 
     def hand_over(kind: Literal["item", "error", "done"], value: Any) -> bool:
         items.put((kind, value))
-        wake()
+        if waiting.is_set() or kind != "item":  # waking the loop per item would cost more
+            wake()  # than reading the item
         return not stop.is_set()
 
     def run() -> None:
@@ -164,8 +166,10 @@ async def in_thread(
                 kind, value = items.get_nowait()
             except queue.Empty:
                 ready.clear()
-                if items.empty():
+                waiting.set()
+                if items.empty():  # checked after `waiting` is set: no hand-over is missed
                     await ready.wait()
+                waiting.clear()
                 continue
             if kind == "done":
                 return

@@ -8,7 +8,6 @@ through the ``reelpress`` entry-point group like any third-party plugin.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -72,14 +71,10 @@ class PreviewProvider(Provider[PreviewConfig]):
     first_poll_s: ClassVar[float] = 0.0
     """The render is finished when ``submit`` returns: poll at once."""
 
-    def build_request(
-        self, *, texts: Texts, platform: Platform, brief: Brief, image: str | None
-    ) -> RenderRequest:
-        """The base request plus what the card shows beyond it (title, platform, frame rate):
-        it changes the output, so it belongs in the cache key."""
-        request = super().build_request(texts=texts, platform=platform, brief=brief, image=image)
-        options = {"title": brief.title, "platform": platform.label, "fps": platform.fps}
-        return dataclasses.replace(request, options={**request.options, **options})
+    def request_options(self, *, texts: Texts, platform: Platform, brief: Brief) -> dict[str, Any]:
+        """What the card shows beyond the prompt (title, platform, frame rate): it changes the
+        output, so it belongs in the request and its cache key."""
+        return {"title": brief.title, "platform": platform.label, "fps": platform.fps}
 
     def validate(self, request: RenderRequest) -> None:
         """Reject what the renderer cannot make, naming the field, the limits and the value."""
