@@ -35,6 +35,7 @@ class Assets:
         self.ledger = ledger
         self.base_dir = base_dir
         self._known: dict[str, str] = {}
+        self._fetching: dict[str, asyncio.Future[str]] = {}
         self._http: http.AsyncClient | None = None
         self._lock = asyncio.Lock()
 
@@ -48,6 +49,16 @@ class Assets:
         path, ref = (None, image) if is_url else _file_ref(image, self.base_dir)
         if ref in self._known:
             return self._known[ref]
+        task = self._fetching.get(ref)
+        if task is None:  # briefs sharing an image (in one batch) fetch it once
+            task = self._fetching[ref] = asyncio.ensure_future(self._fetch(ref, image, path, now))
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._fetching.pop(ref, None)
+
+    async def _fetch(self, ref: str, image: str, path: Path | None, now: datetime) -> str:
         known = await self._remembered(ref)
         if known is None:
             if path is not None:
