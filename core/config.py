@@ -138,6 +138,9 @@ def parse_pipeline(text: str, host: PluginHost, *, file: Path | None = None) -> 
         message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
         line = mark.line + 1 if mark else None
         raise ConfigError([ConfigIssue("", message, file=fname, line=line)]) from None
+    except RecursionError:
+        message = "invalid YAML: nested too deeply"
+        raise ConfigError([ConfigIssue("", message, file=fname)]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -146,16 +149,15 @@ def parse_pipeline(text: str, host: PluginHost, *, file: Path | None = None) -> 
         )
 
     issues = _Issues(fname, lines)
-    secret_paths: set[Loc] = set()
-    data = _interpolate(data, (), issues, secret_paths)
-    issues.secret_paths = secret_paths
-
     try:
-        top = PipelineFile.model_validate(data)
-    except ValidationError as exc:
-        issues.from_validation(exc, (), PipelineFile)
+        data = _interpolate(data, (), issues, set())
+    except _TooLarge as exc:
+        issues.add(exc.loc, str(exc))
         raise ConfigError(issues.items) from None
 
+    top = _top_level(data, issues)
+    if top is None:
+        raise ConfigError(issues.items)
     provider = _plugin_section("provider", top.provider, ("provider",), host, issues)
     sources = [
         _plugin_section("source", s, ("sources", i), host, issues)
@@ -168,8 +170,9 @@ def parse_pipeline(text: str, host: PluginHost, *, file: Path | None = None) -> 
     _unique_names(sinks, "sinks", issues)
     _unique_names(sources, "sources", issues)
     ledger_url = _ledger_url(top.ledger, base_dir, issues)
+    templates_dir = _templates_dir(top.templates, base_dir, issues)
     if issues.items:
-        raise ConfigError(issues.items)
+        raise ConfigError(sorted(issues.items, key=lambda issue: issue.line or 0))
     assert provider is not None
     budget = top.budget if isinstance(top.budget, list) else [top.budget] if top.budget else []
     return PipelineSpec(
@@ -183,10 +186,51 @@ def parse_pipeline(text: str, host: PluginHost, *, file: Path | None = None) -> 
         ledger_url=ledger_url,
         store_dir=_resolve(base_dir, top.store),
         state_dir=_resolve(base_dir, ".reelpress"),
-        templates_dir=_templates_dir(top.templates, base_dir, issues),
+        templates_dir=templates_dir,
         limits=top.limits,
         budget=budget,
     )
+
+
+def _top_level(data: dict[str, Any], issues: _Issues) -> PipelineFile | None:
+    """Validate the top level. On errors, record them and keep the settings that did validate,
+    so the plugin sections are still checked and every problem is reported at once."""
+    try:
+        return PipelineFile.model_validate(data)
+    except ValidationError as exc:
+        issues.from_validation(exc, (), PipelineFile)
+        errors = exc.errors()
+    fields = PipelineFile.model_fields
+    bad_fields: set[str] = set()
+    bad_items: dict[str, set[int]] = {}
+    for err in errors:
+        loc = err["loc"]
+        if not loc or loc[0] not in fields:
+            continue  # an unknown key: reported, and nothing else depends on it
+        key = str(loc[0])
+        if len(loc) > 1 and isinstance(loc[1], int) and isinstance(data.get(key), list):
+            bad_items.setdefault(key, set()).add(loc[1])
+        else:
+            bad_fields.add(key)
+    kept = {k: v for k, v in data.items() if k in fields and k not in bad_fields}
+    # Items with problems of their own become _SKIP, so the others keep their positions (and
+    # their paths in messages). sources and platforms may end up empty: already reported.
+    lists: dict[str, list[Any]] = {
+        key: [_SKIP if i in bad_items.get(key, ()) else v for i, v in enumerate(kept.pop(key))]
+        for key in ("sources", "platforms", "sinks")
+        if key in kept
+    }
+    lists.setdefault("sources", [])
+    lists.setdefault("platforms", [])
+    try:
+        partial = PipelineFile.model_validate({**kept, "sources": [{}], "platforms": ["_"]})
+    except ValidationError:  # cannot happen: every value kept has validated once already
+        return None
+    return partial.model_copy(update=lists)
+
+
+_SKIP: dict[str, Any] = {}
+"""Stands for a list item whose problem is already reported."""
 
 
 # --- sections -------------------------------------------------------------------------------------
@@ -201,6 +245,8 @@ def _plugin_section(
         "sink": host.sinks,
     }
     table = tables[kind]
+    if raw is _SKIP:
+        return None
     use = raw.get("use")
     if not isinstance(use, str) or not use:
         issues.add(
@@ -234,6 +280,8 @@ def _platforms(
     result: list[Platform] = []
     seen: set[str] = set()
     for i, item in enumerate(items):
+        if item is _SKIP:
+            continue
         loc: Loc = ("platforms", i)
         raw: dict[str, Any] = {"name": item} if isinstance(item, str) else dict(item)
         name = raw.get("name")
@@ -241,6 +289,9 @@ def _platforms(
             issues.add(loc, "each platform needs a 'name'")
             continue
         base_name = raw.pop("extends", None) or (name if name in host.platforms else None)
+        if base_name is not None and not isinstance(base_name, str):
+            issues.add((*loc, "extends"), "expected the name of a platform to start from")
+            continue
         if base_name is None and isinstance(item, str):
             issues.add(
                 loc,
@@ -253,7 +304,8 @@ def _platforms(
             if base_name not in host.platforms:
                 issues.add(
                     (*loc, "extends"),
-                    unknown_name_message("platform", str(base_name), host.platforms),
+                    unknown_name_message("platform", base_name, host.platforms)
+                    + _did_you_mean(base_name, host.platforms),
                 )
                 continue
             merged = host.platforms[base_name].value.model_dump()
@@ -288,12 +340,22 @@ def _unique_names(specs: list[PluginSpec | None], key: str, issues: _Issues) -> 
 
 
 def _ledger_url(value: str, base_dir: Path, issues: _Issues) -> str:
+    if not value.strip():
+        issues.add(("ledger",), "expected a file path such as 'reelpress.db'")
+        return ""
     if "://" not in value:
         return f"sqlite+aiosqlite:///{_resolve(base_dir, value)}"
     scheme, _, rest = value.partition("://")
-    if scheme in ("sqlite", "sqlite+aiosqlite") and rest.startswith("/") and len(rest) > 1:
-        # sqlite:///relative.db or sqlite:////absolute/path.db, as SQLAlchemy spells them
-        return f"sqlite+aiosqlite:///{_resolve(base_dir, rest[1:])}"
+    if scheme in ("sqlite", "sqlite+aiosqlite"):
+        if rest.startswith("/") and len(rest) > 1:
+            # sqlite:///relative.db or sqlite:////absolute/path.db, as SQLAlchemy spells them
+            return f"sqlite+aiosqlite:///{_resolve(base_dir, rest[1:])}"
+        issues.add(
+            ("ledger",),
+            "a SQLite ledger URL needs a file: 'sqlite:///reelpress.db' (relative to the "
+            "pipeline file) or 'sqlite:////absolute/path.db'",
+        )
+        return ""
     issues.add(
         ("ledger",),
         f"unsupported ledger {scheme!r}; expected a file path such as "
@@ -325,11 +387,36 @@ def _did_you_mean(name: str, choices: Any) -> str:
 # --- interpolation ----------------------------------------------------------------------------
 
 
-def _interpolate(value: Any, loc: Loc, issues: _Issues, secret_paths: set[Loc]) -> Any:
-    if isinstance(value, dict):
-        return {k: _interpolate(v, (*loc, k), issues, secret_paths) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, (*loc, i), issues, secret_paths) for i, v in enumerate(value)]
+MAX_VALUES = 100_000
+"""More values than this after YAML aliases are expanded is a mistake (or an alias bomb)."""
+
+
+class _TooLarge(Exception):
+    def __init__(self, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _interpolate(value: Any, loc: Loc, issues: _Issues, parents: set[int]) -> Any:
+    """A copy of ``value`` with ``${VAR}`` replaced, recording where the environment was used.
+
+    ``parents`` holds the containers above ``value``: YAML aliases may make a container its own
+    descendant, or repeat one so often that the copy would not fit in memory."""
+    if isinstance(value, dict | list):
+        if id(value) in parents:
+            raise _TooLarge(loc, "a YAML alias (*name) refers to a value that contains it")
+        issues.values += len(value)
+        if issues.values > MAX_VALUES:
+            raise _TooLarge(
+                loc, f"more than {MAX_VALUES:,} values once YAML aliases (*name) are expanded"
+            )
+        parents.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {k: _interpolate(v, (*loc, k), issues, parents) for k, v in value.items()}
+            return [_interpolate(v, (*loc, i), issues, parents) for i, v in enumerate(value)]
+        finally:
+            parents.discard(id(value))
     if not isinstance(value, str) or "$" not in value:
         return value
 
@@ -337,11 +424,12 @@ def _interpolate(value: Any, loc: Loc, issues: _Issues, secret_paths: set[Loc]) 
         if match[0] == "$$":
             return "$"
         name, default = match[1], match[2]
-        secret_paths.add(loc)
+        issues.secret_paths.add(loc)
         if name in os.environ:
             return os.environ[name]
         if default is not None:
             return default
+        issues.missing_paths.add(loc)
         issues.add(
             loc, f"environment variable {name} is not set (set it, or write ${{{name}:-default}})"
         )
@@ -388,6 +476,10 @@ class _Issues:
         self.lines = lines
         self.items: list[ConfigIssue] = []
         self.secret_paths: set[Loc] = set()
+        """Where a value came (at least in part) from the environment: never shown."""
+        self.missing_paths: set[Loc] = set()
+        """Where an environment variable was missing (already reported)."""
+        self.values = 0
 
     def add(self, loc: Loc, message: str, *, key: bool = False) -> None:
         self.items.append(
@@ -395,9 +487,12 @@ class _Issues:
         )
 
     def from_validation(self, exc: ValidationError, prefix: Loc, model: type[BaseModel]) -> None:
-        for err in exc.errors():
+        errors = _without_union_noise(exc.errors())
+        for err in errors:
             loc: Loc = (*prefix, *(p for p in err["loc"] if not _is_union_tag(p)))
             kind = err["type"]
+            if loc in self.missing_paths:
+                continue  # the missing variable is the problem, and it is reported
             if kind == "extra_forbidden":
                 allowed = _allowed_keys(model, tuple(err["loc"][:-1]))
                 hint = _did_you_mean(str(loc[-1]), allowed) if allowed else ""
@@ -407,22 +502,58 @@ class _Issues:
             if kind == "missing":
                 self.add(loc, "required key is missing")
                 continue
-            message = err["msg"]
-            if self._may_show(loc, err.get("input")):
-                message += f" (got {err['input']!r})"
-            self.add(loc, message)
+            self.add(loc, self._message(loc, err))
 
-    def _may_show(self, loc: Loc, value: Any) -> bool:
-        if not isinstance(value, str | int | float | bool) or value is None:
-            return False
+    def _message(self, loc: Loc, err: Any) -> str:
+        message = str(err["msg"])
+        custom = err["type"] in ("value_error", "assertion_error")
+        if custom:  # a validator's own words, which may quote the value
+            message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if self._is_secret(loc):
+            if custom:
+                return "invalid value (not shown: it comes from the environment or a secret key)"
+            return message
+        value = err.get("input")
+        if isinstance(value, str | int | float | bool) and repr(value) not in message:
+            message += f" (got {value!r})"
+        return message
+
+    def _is_secret(self, loc: Loc) -> bool:
         if any(loc[: len(p)] == p or p[: len(loc)] == loc for p in self.secret_paths):
-            return False
-        return not any(isinstance(p, str) and _SECRET_KEY_RE.search(p) for p in loc)
+            return True
+        return any(isinstance(p, str) and _SECRET_KEY_RE.search(p) for p in loc)
+
+
+def _without_union_noise(errors: list[Any]) -> list[Any]:
+    """pydantic reports every member of a union that failed. Drop the members the value was not
+    even shaped like when another member got further, and merge the rest into one message."""
+    out: list[Any] = []
+    merged: dict[tuple[Any, ...], Any] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        if not loc or not _is_union_tag(loc[-1]):
+            out.append(err)
+            continue
+        parent = loc[:-1]
+        deeper = any(
+            len(other["loc"]) > len(loc) and tuple(other["loc"][: len(parent)]) == parent
+            for other in errors
+        )
+        if deeper:
+            continue
+        if parent in merged:
+            merged[parent]["msg"] += f", or {err['msg'][:1].lower()}{err['msg'][1:]}"
+        else:
+            merged[parent] = dict(err)
+            out.append(merged[parent])
+    return out
 
 
 def _is_union_tag(part: str | int) -> bool:
     # pydantic names union members in locations ("str", "dict[str,any]", "BudgetCap"...)
-    return isinstance(part, str) and (part[:1].isupper() or "[" in part or part in ("str", "int"))
+    return isinstance(part, str) and (
+        part[:1].isupper() or "[" in part or part in ("str", "int", "float", "bool")
+    )
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -749,7 +749,9 @@ class Ledger:
             ids = (
                 (
                     await conn.execute(
-                        select(t.jobs.c.id).where(t.jobs.c.id.like(f"{prefix}%")).limit(2)
+                        select(t.jobs.c.id)  # '%' and '_' in a prefix are not wildcards
+                        .where(t.jobs.c.id.startswith(prefix, autoescape=True))
+                        .limit(2)
                     )
                 )
                 .scalars()

@@ -124,7 +124,7 @@ class PluginHost:
             return
         try:
             obj = ep.load()
-        except Exception as exc:  # a broken plugin must not stop the tool
+        except (Exception, SystemExit) as exc:  # a broken plugin must not stop the tool
             info.error = f"failed to import {ep.value}: {type(exc).__name__}: {exc}"
             self.plugins[ep.name] = info
             log.warning("plugin %s skipped: %s", ep.name, info.error)
