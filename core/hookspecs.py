@@ -34,8 +34,8 @@ hookimpl = pluggy.HookimplMarker("reelpress")
 def register_sources(register: Callable[[type[Source]], None]) -> None:
     """Add source classes (things that yield briefs).
 
-    Called once when plugins load. Call ``register(cls)`` once per class; ``cls.name`` is what a
-    pipeline names in ``sources: [{use: <name>}]``.
+    Called once when plugins load. ``register`` takes one :class:`reelpress.Source` subclass per
+    call; ``cls.name`` is what a pipeline names in ``sources: [{use: <name>}]``. Returns nothing.
 
     Example::
 
@@ -49,7 +49,8 @@ def register_sources(register: Callable[[type[Source]], None]) -> None:
 def register_providers(register: Callable[[type[Provider]], None]) -> None:
     """Add provider classes (things that render a video from a request).
 
-    Called once when plugins load. ``cls.name`` is what ``provider: {use: <name>}`` selects.
+    Called once when plugins load. ``register`` takes one :class:`reelpress.Provider` subclass
+    per call; its ``name`` is what ``provider: {use: <name>}`` selects. Returns nothing.
     """
 
 
@@ -57,7 +58,8 @@ def register_providers(register: Callable[[type[Provider]], None]) -> None:
 def register_sinks(register: Callable[[type[Sink]], None]) -> None:
     """Add sink classes (things that publish a finished video).
 
-    Called once when plugins load. ``cls.name`` is what ``sinks: [{use: <name>}]`` selects.
+    Called once when plugins load. ``register`` takes one :class:`reelpress.Sink` subclass per
+    call; its ``name`` is what ``sinks: [{use: <name>}]`` selects. Returns nothing.
     """
 
 
@@ -104,9 +106,11 @@ def prepare_brief(brief: Brief, pipeline: PipelineInfo) -> Brief | None:
     """Change a brief before it is planned, or leave it out.
 
     Called for every brief a source yields, in plugin order, each implementation receiving the
-    brief as the previous one returned it. Return a changed brief (``brief.model_copy(update=...)``)
-    or ``None`` to leave it as it is; raise :class:`reelpress.SkipBrief` to leave it out of the
-    plan (the reason is shown to the user). Other exceptions count as a failed brief.
+    brief as the previous one returned it. ``brief`` is the :class:`reelpress.Brief`;
+    ``pipeline`` is a read-only :class:`reelpress.PipelineInfo` (name, platforms, provider,
+    model, sinks). Return a changed brief (``brief.model_copy(update=...)``) or ``None`` to leave
+    it as it is; raise :class:`reelpress.SkipBrief` to leave it out of the plan (the reason is
+    shown to the user). Other exceptions count as a failed brief, reported with the plugin's name.
     """
 
 
@@ -114,6 +118,8 @@ def prepare_brief(brief: Brief, pipeline: PipelineInfo) -> Brief | None:
 def job_event(event: JobEvent) -> None:
     """Observe a job as it moves (planned, submitted, generated, published, failed...).
 
-    Called after the change is committed to the ledger. For notifiers, metrics and audit logs.
-    Must return quickly; an exception is logged with the plugin's name and never breaks a job.
+    Called after the change is committed to the ledger. ``event`` is a :class:`reelpress.JobEvent`
+    (kind, job id, pipeline, brief id, platform, state, time, cost, message, details). For
+    notifiers, metrics and audit logs. Returns nothing; must return quickly; an exception is
+    logged with the plugin's name and never breaks a job.
     """

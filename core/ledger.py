@@ -160,6 +160,7 @@ class Ledger:
             await conn.execute(insert(t.runs).values(
                 id=run_id, pipeline=pipeline, host=socket.gethostname(), pid=os.getpid(),
                 started_at=now, heartbeat_at=now))  # fmt: skip
+        _LIVE_RUNS.add(run_id)
         return run_id
 
     async def heartbeat(self, run_id: str, now: datetime) -> None:
@@ -171,6 +172,7 @@ class Ledger:
             )
 
     async def finish_run(self, run_id: str, now: datetime) -> None:
+        _LIVE_RUNS.discard(run_id)
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(t.runs)
@@ -196,12 +198,7 @@ class Ledger:
                     )
                 )
             ).all()
-            dead = [
-                r.id
-                for r in rows
-                if (r.host == host and r.pid != os.getpid() and not _pid_alive(r.pid))
-                or r.heartbeat_at < now - STALE_RUN
-            ]
+            dead = [r.id for r in rows if _is_dead(r, host, now)]
             if dead:
                 await conn.execute(
                     update(t.runs).where(t.runs.c.id.in_(dead)).values(finished_at=now)
@@ -1064,6 +1061,21 @@ def _receipt_from_row(row: Any) -> Receipt:
         published_at=row["published_at"],
         details=json.loads(row["details"]) if row["details"] else {},
     )
+
+
+_LIVE_RUNS: set[str] = set()
+"""Runs started by this process and not finished: with them, a run on this host with our own pid
+(a container restarted as pid 1, say) can still be told apart from a crashed one."""
+
+
+def _is_dead(run: Any, host: str, now: datetime) -> bool:
+    if run.heartbeat_at < now - STALE_RUN:
+        return True
+    if run.host != host:
+        return False
+    if run.pid == os.getpid():
+        return run.id not in _LIVE_RUNS
+    return not _pid_alive(run.pid)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -279,6 +279,8 @@ def fit_texts(texts: Texts, platform: Platform) -> tuple[Texts, bool]:
     the hashtags counted in (as Instagram and TikTok count them). Cuts at a word boundary."""
     title = _cut(texts.title, platform.title_max)
     hashtags = texts.hashtags[: platform.hashtags_max]
+    while hashtags and len(" ".join(hashtags)) + 2 > platform.caption_max // 2:
+        hashtags = hashtags[:-1]  # tags never crowd out the caption itself
     tag_room = len(" ".join(hashtags)) + 2 if hashtags else 0
     caption = _cut(texts.caption, max(0, platform.caption_max - tag_room))
     fitted = Texts(texts.prompt, texts.negative_prompt, title, caption, hashtags)
@@ -291,9 +293,10 @@ def _cut(text: str, limit: int) -> str:
     if limit <= 1:
         return text[:limit]
     cut = text[: limit - 1]
-    space = cut.rfind(" ")
-    if space > limit // 2:
-        cut = cut[:space]
+    if not text[limit - 1].isspace():  # the cut falls inside a word: drop the piece
+        space = cut.rfind(" ")
+        if space > limit // 2:
+            cut = cut[:space]
     return cut.rstrip(" ,;:.-") + "…"
 
 

@@ -476,6 +476,8 @@ def parse_hashtags(text: str, limit: int | None = None) -> tuple[str, ...]:
     dropped)."""
     seen: dict[str, str] = {}
     for match in _TAG_RE.finditer(unicodedata.normalize("NFKC", text)):
+        if match.group(1).isdigit():
+            continue  # platforms do not link number-only tags
         tag = "#" + match.group(1)
         seen.setdefault(tag.casefold(), tag)
     tags = tuple(seen.values())
@@ -488,7 +490,7 @@ def _join_capped(chunks: Iterable[str], block: str) -> str:
     parts: list[str] = []
     size = 0
     stream = iter(chunks)
-    while slice_ := list(islice(stream, 64)):
+    while slice_ := list(islice(stream, 16)):
         part = "".join(slice_)
         size += len(part)
         if size > MAX_BLOCK_CHARS:

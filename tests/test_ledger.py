@@ -3,6 +3,7 @@ changes, and the operator's retry and cancel. Every time is an explicit ``now``.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import sqlite3
@@ -329,6 +330,17 @@ async def test_reclaim_leaves_live_runs_alone(ledger: Ledger, jobs: list[str]) -
     assert await ledger.reclaim(T0 + timedelta(seconds=5)) == []
     assert {(await ledger.load(j)).lease_owner for j in jobs} == {mine, "remote"}
     assert await finished_at(ledger, mine) is None
+
+
+async def test_reclaim_frees_a_crashed_run_that_had_our_own_pid(
+    ledger: Ledger, jobs: list[str]
+) -> None:
+    """A container restarted under the same host name runs as the same pid (often 1): the old
+    run's pid looks alive, but this process never started that run."""
+    await add_run(ledger, "before-restart", host=socket.gethostname(), pid=os.getpid(),
+                  heartbeat=T0)  # fmt: skip
+    await ledger.claim(PIPELINE, "before-restart", T0, limit=10)
+    assert await ledger.reclaim(T0 + timedelta(seconds=1)) == ["before-restart"]
 
 
 # --- compare-and-set state changes ------------------------------------------------------------

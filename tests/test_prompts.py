@@ -399,6 +399,7 @@ def test_parse_hashtags_adds_hash_and_drops_case_insensitive_duplicates() -> Non
         "#日本",
     )
     assert parse_hashtags("#a #b #c #d", limit=2) == ("#a", "#b")
+    assert parse_hashtags("#2026 #100 deals #5G") == ("#deals", "#5G")  # no number-only tags
     assert parse_hashtags("  \n ") == ()
 
 
@@ -417,6 +418,23 @@ def test_the_title_is_cut_at_a_word_boundary_with_an_ellipsis() -> None:
     assert changed
     assert fitted.title == "The quick brown fox…"
     assert len(fitted.title) <= 22
+
+
+def test_a_cut_that_falls_at_a_word_end_keeps_the_whole_word() -> None:
+    platform = Platform(name="p", title_max=20)
+    fitted, _ = fit_texts(Texts("prompt", title="The quick brown fox jumps over"), platform)
+    assert fitted.title == "The quick brown fox…"
+
+
+def test_hashtags_never_crowd_out_the_caption() -> None:
+    platform = Platform(name="p", caption_max=60, hashtags_max=30)
+    tags = tuple(f"#Tag{n}" for n in range(12))
+    fitted, _ = fit_texts(Texts("prompt", caption="A caption worth keeping", hashtags=tags),
+                          platform)  # fmt: skip
+    assert fitted.caption == "A caption worth keeping"
+    assert fitted.hashtags == tags[: len(fitted.hashtags)] and len(fitted.hashtags) < 12
+    assert len(fitted.caption) + 2 + len(" ".join(fitted.hashtags)) <= 60
+    assert len(" ".join(fitted.hashtags)) + 2 <= 30  # at most half the room
 
 
 def test_the_caption_leaves_room_for_the_hashtags_it_is_published_with() -> None:
