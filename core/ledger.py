@@ -13,115 +13,45 @@ import os
 import socket
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, String, Table, event, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.sql import Select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from . import schema as t
 from .errors import JobNotFound, LedgerError
-from .limits import RateWindow
-from .models import (
-    TERMINAL_STATES,
-    Brief,
-    Job,
-    JobState,
-    Receipt,
-    RenderRequest,
-    Texts,
-    Video,
-    canonical_json,
-    sha256_text,
+from .ledger_planning import PlanningWrites
+from .ledger_rows import (
+    ACTIVE_STATES,
+    BUSY_TIMEOUT_MS,
+    ERROR_STATES,
+    IN_FLIGHT,
+    LEASE,
+    RELAXED,
+    STALE_RUN,
+    JobRecord,
+    JobSummary,
+    PlannedJob,
+    SubmitGate,
+    brief_json,
+    brief_key,
+    insert_ignore,
+    job_from_row,
+    job_id_for,
+    lease_free,
+    receipt_from_row,
+    utcnow,
+    video_from_row,
 )
-
-ACTIVE_STATES = tuple(s.value for s in JobState if s not in TERMINAL_STATES)
-IN_FLIGHT = (JobState.SUBMITTING.value, JobState.SUBMITTED.value)
-LEASE = timedelta(seconds=60)
-STALE_RUN = timedelta(seconds=120)
-BUSY_TIMEOUT_MS = 30_000
-RELAXED = "reelpress_relaxed_durability"
+from .ledger_views import OperatorViews, spend_since
+from .limits import RateWindow
+from .models import TERMINAL_STATES, Job, JobState, Receipt, Video
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class PlannedJob:
-    """A job the planner wants in the ledger (inserted only if its id is new)."""
-
-    job: Job
-    brief_key: str
-    brief_json: str
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """A job plus what only the engine needs: its operation and lease."""
-
-    job: Job
-    operation: dict[str, Any] | None
-    lease_owner: str | None
-    run_id: str | None
-
-
-@dataclass(frozen=True)
-class SubmitGate:
-    """The answer to "may this job be submitted now?"."""
-
-    ok: bool
-    wait_s: float = 0.0
-    reason: str = ""
-    over_budget: str | None = None
-
-
-@dataclass(frozen=True)
-class JobSummary:
-    """A light view of a job for listings (no brief body)."""
-
-    id: str
-    brief_id: str
-    platform: str
-    state: str
-    title: str
-    duration_s: float
-    estimated_cost: float
-    cost: float | None
-    cached: bool
-    attempts: int
-    last_error: str | None
-    updated_at: datetime
-    due_at: datetime | None
-
-
-def brief_key(brief: Brief) -> str:
-    return sha256_text(brief_json(brief))
-
-
-def brief_json(brief: Brief) -> str:
-    return canonical_json(brief.model_dump(mode="json"))
-
-
-def job_id_for(
-    pipeline: str, brief: Brief, platform: str, texts: Texts, request: RenderRequest
-) -> str:
-    """A job is what would be made: same brief, platform, texts and request → same job. An edit
-    to a field no template reads changes nothing here, so it never pays for a new video."""
-    identity = [pipeline, brief.id, platform, texts.title, texts.caption, list(texts.hashtags),
-                request.key]  # fmt: skip
-    if texts.prompt != request.prompt or texts.negative_prompt != request.negative_prompt:
-        identity += [texts.prompt, texts.negative_prompt]  # not already in the request key
-    return sha256_text(json.dumps(identity, ensure_ascii=False))[:32]
-
-
-class Ledger:
+class Ledger(PlanningWrites, OperatorViews):
     """Async access to the ledger database."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -229,7 +159,7 @@ class Ledger:
                 t.jobs.c.pipeline == pipeline,
                 t.jobs.c.state.in_(states),
                 t.jobs.c.due_at <= now,
-                _lease_free(now),
+                lease_free(now),
             )
             .order_by(t.jobs.c.due_at, t.jobs.c.created_at)
             .limit(limit)
@@ -238,7 +168,7 @@ class Ledger:
             due = due.where(t.jobs.c.id.in_(list(only)))
         stmt = (
             update(t.jobs)
-            .where(t.jobs.c.id.in_(due.scalar_subquery()), _lease_free(now))
+            .where(t.jobs.c.id.in_(due.scalar_subquery()), lease_free(now))
             .values(lease_owner=owner, lease_until=now + LEASE)
             .returning(t.jobs.c.id)
         )
@@ -278,7 +208,7 @@ class Ledger:
             t.jobs.c.pipeline == pipeline,
             t.jobs.c.state.in_(ACTIVE_STATES),
             t.jobs.c.due_at.is_not(None),
-            _lease_free(now),
+            lease_free(now),
         )
         if only is not None:
             stmt = stmt.where(t.jobs.c.id.in_(list(only)))
@@ -287,106 +217,6 @@ class Ledger:
         if value is None:
             return None
         return t.UTCDateTime().process_result_value(value, conn.dialect)
-
-    # --- planning -----------------------------------------------------------------------------
-
-    async def save_planned(self, items: Sequence[PlannedJob], now: datetime) -> list[str]:
-        """Insert jobs that are new (by id); a new job for a brief and platform cancels older
-        ones that have not started, so an article edited twice before the run pays once.
-        Returns the ids that were new."""
-        if not items:
-            return []
-        ids = [item.job.id for item in items]
-        async with self.engine.execution_options(**{RELAXED: True}).begin() as conn:
-            existing = set(
-                (await conn.execute(select(t.jobs.c.id).where(t.jobs.c.id.in_(ids)))).scalars()
-            )
-            fresh = [item for item in items if item.job.id not in existing]
-            if not fresh:
-                return []
-            briefs = {item.brief_key: item for item in fresh}
-            await conn.execute(
-                _insert_ignore(conn, t.briefs),
-                [
-                    {
-                        "key": key,
-                        "brief_id": item.job.brief.id,
-                        "data": item.brief_json,
-                        "created_at": now,
-                    }
-                    for key, item in briefs.items()
-                ],
-            )
-            await self._supersede(conn, fresh, now)  # before the insert: finds only older jobs
-            await _bulk_insert(conn, t.jobs, [_job_row(item, now) for item in fresh])
-        return [item.job.id for item in fresh]
-
-    async def _supersede(
-        self, conn: AsyncConnection, fresh: Sequence[PlannedJob], now: datetime
-    ) -> None:
-        newest = {(i.job.brief.id, i.job.platform): i.job.id for i in fresh}
-        fresh_ids = {i.job.id for i in fresh}
-        pipeline = fresh[0].job.pipeline
-        rows = (
-            await conn.execute(
-                select(t.jobs.c.id, t.jobs.c.brief_id, t.jobs.c.platform)
-                .where(
-                    t.jobs.c.pipeline == pipeline,
-                    t.jobs.c.state == JobState.PLANNED.value,
-                    t.jobs.c.brief_id.in_({b for b, _ in newest}),
-                    t.jobs.c.attempts == 0,
-                    t.jobs.c.lease_owner.is_(None),
-                )
-                # look up by brief, never by scanning every planned job of the pipeline
-                .with_hint(t.jobs, "INDEXED BY jobs_brief", "sqlite")
-            )
-        ).all()
-        old = [
-            (r.id, newest[(r.brief_id, r.platform)])
-            for r in rows
-            if (r.brief_id, r.platform) in newest and r.id not in fresh_ids
-        ]
-        for job_id, new_id in old:
-            message = f"superseded by job {new_id[:12]} (the content or template changed)"
-            await conn.execute(
-                update(t.jobs)
-                .where(t.jobs.c.id == job_id, t.jobs.c.state == "planned")
-                .values(state="cancelled", last_error=message, due_at=None, updated_at=now)
-            )
-            await conn.execute(
-                insert(t.transitions).values(
-                    job_id=job_id,
-                    at=now,
-                    from_state="planned",
-                    to_state="cancelled",
-                    message=message,
-                )
-            )
-
-    async def get_cursor(self, pipeline: str, source: str) -> str | None:
-        async with self.engine.begin() as conn:
-            value = (
-                await conn.execute(
-                    select(t.cursors.c.cursor).where(
-                        t.cursors.c.pipeline == pipeline, t.cursors.c.source == source
-                    )
-                )
-            ).scalar()
-        return None if value is None else str(value)
-
-    async def save_cursor(self, pipeline: str, source: str, cursor: str, now: datetime) -> None:
-        async with self.engine.begin() as conn:
-            done = await conn.execute(
-                update(t.cursors)
-                .where(t.cursors.c.pipeline == pipeline, t.cursors.c.source == source)
-                .values(cursor=cursor, updated_at=now)
-            )
-            if done.rowcount == 0:
-                await conn.execute(
-                    insert(t.cursors).values(
-                        pipeline=pipeline, source=source, cursor=cursor, updated_at=now
-                    )
-                )
 
     # --- the engine's reads and writes --------------------------------------------------------
 
@@ -401,7 +231,7 @@ class Ledger:
         if row is None:
             raise JobNotFound(f"no job {job_id}")
         return JobRecord(
-            job=_job_from_row(row),
+            job=job_from_row(row),
             operation=json.loads(row["operation"]) if row["operation"] else None,
             lease_owner=row["lease_owner"],
             run_id=row["run_id"],
@@ -428,7 +258,7 @@ class Ledger:
             stmt = stmt.where(t.jobs.c.lease_owner == owner)
         if to in TERMINAL_STATES:
             values.setdefault("due_at", None)
-        values.setdefault("last_error", message if to in _ERROR_STATES else None)
+        values.setdefault("last_error", message if to in ERROR_STATES else None)
         async with self.engine.begin() as conn:
             old = (await conn.execute(select(t.jobs.c.state).where(t.jobs.c.id == job_id))).scalar()
             done = await conn.execute(stmt.values(state=to.value, updated_at=now, **values))
@@ -509,7 +339,9 @@ class Ledger:
                     wait = (oldest + timedelta(seconds=window.seconds) - now).total_seconds()
                     return SubmitGate(False, max(wait, 0.001), f"rate limit {window}")
             for label, max_usd, start in budget:
-                spent = await _spent(conn, job.pipeline, start, run_id if label == "run" else None)
+                spent = await spend_since(
+                    conn, job.pipeline, start, run_id if label == "run" else None
+                )
                 if spent + job.estimated_cost_usd > max_usd + 1e-9:
                     return SubmitGate(
                         False,
@@ -611,7 +443,7 @@ class Ledger:
             row = (await conn.execute(stmt)).mappings().first()
         if row is None:
             return None
-        video = _video_from_row(row, store_dir)
+        video = video_from_row(row, store_dir)
         try:
             intact = video.path.stat().st_size == video.size
         except OSError:
@@ -625,7 +457,7 @@ class Ledger:
                 .mappings()
                 .first()
             )
-        return _video_from_row(row, store_dir) if row else None
+        return video_from_row(row, store_dir) if row else None
 
     async def record_generated(
         self,
@@ -642,7 +474,7 @@ class Ledger:
         """Store the video facts, remember the render (the cache) and move the job on."""
         async with self.engine.begin() as conn:
             await conn.execute(
-                _insert_ignore(conn, t.videos).values(
+                insert_ignore(conn, t.videos).values(
                     sha256=video.sha256,
                     path=video.path.relative_to(store_dir).as_posix(),
                     size=video.size,
@@ -658,7 +490,7 @@ class Ledger:
             )
             if not cached:
                 await conn.execute(
-                    _insert_ignore(conn, t.renders).values(
+                    insert_ignore(conn, t.renders).values(
                         request_key=job.request_key,
                         video_sha256=video.sha256,
                         provider=job.request.provider,
@@ -721,12 +553,12 @@ class Ledger:
                 .mappings()
                 .all()
             )
-        return {r["sink"]: _receipt_from_row(r) for r in rows}
+        return {r["sink"]: receipt_from_row(r) for r in rows}
 
     async def add_receipt(self, job_id: str, receipt: Receipt, now: datetime) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
-                _insert_ignore(conn, t.receipts).values(
+                insert_ignore(conn, t.receipts).values(
                     job_id=job_id,
                     sink=receipt.sink,
                     remote_id=receipt.remote_id,
@@ -736,7 +568,7 @@ class Ledger:
                 )
             )
 
-    # --- operator views and actions -----------------------------------------------------------
+    # --- operator actions ---------------------------------------------------------------------
 
     async def resolve(self, prefix: str) -> str:
         """A full job id from an id or a unique prefix of one."""
@@ -807,261 +639,6 @@ class Ledger:
             raise LedgerError(f"job {job_id[:12]} changed while cancelling; try again")
         return state
 
-    async def counts(self, pipeline: str, only: Iterable[str] | None = None) -> dict[str, int]:
-        stmt: Select[Any] = (
-            select(t.jobs.c.state, func.count())
-            .where(t.jobs.c.pipeline == pipeline)
-            .group_by(t.jobs.c.state)
-        )
-        if only is not None:
-            stmt = stmt.where(t.jobs.c.id.in_(list(only)))
-        async with self.engine.begin() as conn:
-            return {state: n for state, n in (await conn.execute(stmt)).all()}
-
-    async def jobs(
-        self,
-        pipeline: str | None,
-        *,
-        states: Iterable[str] | None = None,
-        ids: Iterable[str] | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[JobSummary]:
-        stmt = select(
-            t.jobs.c.id,
-            t.jobs.c.brief_id,
-            t.jobs.c.platform,
-            t.jobs.c.state,
-            t.jobs.c.texts,
-            t.jobs.c.duration_s,
-            t.jobs.c.estimated_cost,
-            t.jobs.c.cost,
-            t.jobs.c.cached,
-            t.jobs.c.attempts,
-            t.jobs.c.last_error,
-            t.jobs.c.updated_at,
-            t.jobs.c.due_at,
-        )
-        if pipeline is not None:
-            stmt = stmt.where(t.jobs.c.pipeline == pipeline)
-        if states:
-            stmt = stmt.where(t.jobs.c.state.in_(list(states)))
-        if ids is not None:
-            stmt = stmt.where(t.jobs.c.id.in_(list(ids)))
-        stmt = stmt.order_by(t.jobs.c.created_at, t.jobs.c.id).limit(limit).offset(offset)
-        async with self.engine.begin() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
-        return [JobSummary(
-            id=r["id"], brief_id=r["brief_id"], platform=r["platform"], state=r["state"],
-            title=json.loads(r["texts"]).get("title", ""), duration_s=r["duration_s"],
-            estimated_cost=r["estimated_cost"], cost=r["cost"], cached=bool(r["cached"]),
-            attempts=r["attempts"], last_error=r["last_error"], updated_at=r["updated_at"],
-            due_at=r["due_at"]) for r in rows]  # fmt: skip
-
-    async def history(self, job_id: str) -> list[tuple[datetime, str | None, str, str | None]]:
-        """(time, from, to, message) for every change, starting with the job's creation."""
-        async with self.engine.begin() as conn:
-            created = (
-                await conn.execute(select(t.jobs.c.created_at).where(t.jobs.c.id == job_id))
-            ).scalar()
-            rows = (
-                (
-                    await conn.execute(
-                        select(t.transitions)
-                        .where(t.transitions.c.job_id == job_id)
-                        .order_by(t.transitions.c.id)
-                    )
-                )
-                .mappings()
-                .all()
-            )
-        created_at = t.UTCDateTime().process_result_value(created, conn.dialect)
-        if created_at is None:
-            return []
-        changes = [(r["at"], r["from_state"], r["to_state"], r["message"]) for r in rows]
-        return [(created_at, None, "planned", None), *changes]
-
-    async def submissions(self, job_id: str | None = None) -> list[dict[str, Any]]:
-        stmt = select(t.submissions).order_by(t.submissions.c.id)
-        if job_id is not None:
-            stmt = stmt.where(t.submissions.c.job_id == job_id)
-        async with self.engine.begin() as conn:
-            return [dict(r) for r in (await conn.execute(stmt)).mappings().all()]
-
-    async def costs(
-        self, pipeline: str | None, since: datetime | None = None
-    ) -> list[dict[str, Any]]:
-        """Spend by day, provider and model (cache hits listed, at no cost)."""
-        day = func.substr(func.cast(t.jobs.c.generated_at, String), 1, 10)
-        stmt = (
-            select(
-                day.label("day"),
-                t.jobs.c.provider,
-                t.jobs.c.model,
-                func.count().label("videos"),
-                func.sum(t.jobs.c.duration_s).label("seconds"),
-                func.sum(func.coalesce(t.jobs.c.cost, 0.0)).label("cost"),
-                func.sum(func.cast(t.jobs.c.cached, Integer)).label("cached"),
-            )
-            .where(t.jobs.c.generated_at.is_not(None))
-            .group_by(day, t.jobs.c.provider, t.jobs.c.model)
-            .order_by(day)
-        )
-        if pipeline is not None:
-            stmt = stmt.where(t.jobs.c.pipeline == pipeline)
-        if since is not None:
-            stmt = stmt.where(t.jobs.c.generated_at >= since)
-        async with self.engine.begin() as conn:
-            return [dict(r) for r in (await conn.execute(stmt)).mappings().all()]
-
-    async def committed_spend(self, pipeline: str, since: datetime) -> float:
-        async with self.engine.begin() as conn:
-            return await _spent(conn, pipeline, since, None)
-
-
-_ERROR_STATES = {
-    JobState.FAILED,
-    JobState.FILTERED,
-    JobState.OVER_BUDGET,
-    JobState.CANCELLED,
-    JobState.NEEDS_RECONCILE,
-}
-
-
-async def _spent(
-    conn: AsyncConnection, pipeline: str, since: datetime, run_id: str | None
-) -> float:
-    """Money spent since ``since`` plus money committed to renders still in flight."""
-    charged = select(func.coalesce(func.sum(t.jobs.c.cost), 0.0)).where(
-        t.jobs.c.pipeline == pipeline, t.jobs.c.cost.is_not(None)
-    )
-    flying = select(func.coalesce(func.sum(t.jobs.c.estimated_cost), 0.0)).where(
-        t.jobs.c.pipeline == pipeline, t.jobs.c.state.in_(IN_FLIGHT)
-    )
-    if run_id is not None:
-        charged = charged.where(t.jobs.c.run_id == run_id)
-        flying = flying.where(t.jobs.c.run_id == run_id)
-    else:
-        charged = charged.where(t.jobs.c.generated_at >= since)
-    return float((await conn.execute(charged)).scalar_one()) + float(
-        (await conn.execute(flying)).scalar_one()
-    )
-
-
-def _lease_free(now: datetime) -> Any:
-    return or_(t.jobs.c.lease_owner.is_(None), t.jobs.c.lease_until < now)
-
-
-async def _bulk_insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert many rows (all with the same keys). On SQLite they go to the driver as plain tuples:
-    SQLAlchemy's generic per-value processing cost more than the insert itself when a plan
-    writes 100,000 jobs."""
-    if conn.dialect.name != "sqlite" or not rows:
-        await conn.execute(insert(table), rows)
-        return
-    names = list(rows[0])
-    binders = [(n, _sqlite_binder(table.c[n].type, conn.dialect)) for n in names]
-    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) "
-           f"VALUES ({', '.join('?' for _ in names)})")  # fmt: skip
-    values = [tuple(b(row[n]) if b else row[n] for n, b in binders) for row in rows]
-    await conn.exec_driver_sql(sql, values)
-
-
-def _sqlite_binder(column_type: Any, dialect: Any) -> Any:
-    """A converter for values SQLite cannot take as they are (remembering the last datetime:
-    a batch usually carries the same one many times)."""
-    if isinstance(column_type, t.UTCDateTime):
-        last: list[Any] = [None, None]
-
-        def bind_time(value: Any) -> Any:
-            if value is not last[0]:
-                last[0], last[1] = value, column_type.process_bind_param(value, dialect)
-            return last[1]
-
-        return bind_time
-    if isinstance(column_type, Boolean):
-        return lambda value: None if value is None else int(value)
-    return None
-
-
-def _insert_ignore(conn: AsyncConnection, table: Any) -> Any:
-    """INSERT that skips rows whose key exists (same spelling on SQLite and PostgreSQL)."""
-    if conn.dialect.name == "sqlite":
-        return sqlite_insert(table).on_conflict_do_nothing()
-    return postgresql_insert(table).on_conflict_do_nothing()
-
-
-def _job_row(item: PlannedJob, now: datetime) -> dict[str, Any]:
-    job = item.job
-    return {
-        "id": job.id,
-        "pipeline": job.pipeline,
-        "brief_id": job.brief.id,
-        "brief_key": item.brief_key,
-        "platform": job.platform,
-        "state": job.state.value,
-        "provider": job.request.provider,
-        "model": job.request.model,
-        "request": job.request.to_json(),
-        "request_key": job.request_key,
-        "texts": _texts_json(job),
-        "sinks": json.dumps(list(job.sinks)),
-        "duration_s": float(job.request.duration_s),
-        "estimated_cost": job.estimated_cost_usd,
-        "cached": False,
-        "attempts": 0,
-        "publish_attempts": 0,
-        "due_at": now,
-        "created_at": now,
-        "updated_at": now,
-    }  # fmt: skip (columns left out are NULL)
-
-
-def _texts_json(job: Job) -> str:
-    """The texts, leaving out the prompts when they are the request's own (the usual case): a
-    100,000-job ledger need not hold every prompt twice."""
-    texts = job.texts.to_dict()
-    for name in ("prompt", "negative_prompt"):
-        if texts[name] == getattr(job.request, name):
-            del texts[name]
-    return json.dumps(texts, ensure_ascii=False)
-
-
-def _job_from_row(row: Any) -> Job:
-    request = RenderRequest.from_json(row["request"])
-    texts = json.loads(row["texts"])
-    texts.setdefault("prompt", request.prompt)
-    texts.setdefault("negative_prompt", request.negative_prompt)
-    return Job(
-        id=row["id"], pipeline=row["pipeline"],
-        brief=Brief.model_validate_json(row["data"]), platform=row["platform"],
-        state=JobState(row["state"]), texts=Texts.from_dict(texts),
-        request=request, sinks=tuple(json.loads(row["sinks"])),
-        attempts=row["attempts"], estimated_cost_usd=row["estimated_cost"], cost_usd=row["cost"],
-        cached=bool(row["cached"]), operation_id=row["operation_id"],
-        video_sha256=row["video_sha256"], last_error=row["last_error"], due_at=row["due_at"],
-        created_at=row["created_at"], updated_at=row["updated_at"],
-    )  # fmt: skip
-
-
-def _video_from_row(row: Any, store_dir: Path) -> Video:
-    return Video(
-        sha256=row["sha256"], path=store_dir / row["path"], size=row["size"],
-        duration_s=row["duration_s"], width=row["width"], height=row["height"], mime=row["mime"],
-        video_codec=row["video_codec"], audio_codec=row["audio_codec"],
-        poster=store_dir / row["poster"] if row["poster"] else None,
-    )  # fmt: skip
-
-
-def _receipt_from_row(row: Any) -> Receipt:
-    return Receipt(
-        sink=row["sink"],
-        remote_id=row["remote_id"],
-        url=row["url"],
-        published_at=row["published_at"],
-        details=json.loads(row["details"]) if row["details"] else {},
-    )
-
 
 _LIVE_RUNS: set[str] = set()
 """Runs started by this process and not finished: with them, a run on this host with our own pid
@@ -1108,4 +685,18 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-__all__ = ["JobRecord", "JobSummary", "Ledger", "PlannedJob", "SubmitGate"]
+__all__ = [
+    "ACTIVE_STATES",
+    "IN_FLIGHT",
+    "LEASE",
+    "STALE_RUN",
+    "JobRecord",
+    "JobSummary",
+    "Ledger",
+    "PlannedJob",
+    "SubmitGate",
+    "brief_json",
+    "brief_key",
+    "job_id_for",
+    "utcnow",
+]

@@ -1,0 +1,117 @@
+"""Writing a plan into the ledger: new jobs in bulk, superseded ones cancelled, source cursors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from . import schema as t
+from .ledger_rows import RELAXED, PlannedJob, bulk_insert, insert_ignore, job_row
+from .models import JobState
+
+
+class PlanningWrites:
+    """The planner's side of the ledger (mixed into :class:`reelpress.ledger.Ledger`)."""
+
+    engine: AsyncEngine
+
+    async def save_planned(self, items: Sequence[PlannedJob], now: datetime) -> list[str]:
+        """Insert jobs that are new (by id); a new job for a brief and platform cancels older
+        ones that have not started, so an article edited twice before the run pays once.
+        Returns the ids that were new."""
+        if not items:
+            return []
+        ids = [item.job.id for item in items]
+        async with self.engine.execution_options(**{RELAXED: True}).begin() as conn:
+            existing = set(
+                (await conn.execute(select(t.jobs.c.id).where(t.jobs.c.id.in_(ids)))).scalars()
+            )
+            fresh = [item for item in items if item.job.id not in existing]
+            if not fresh:
+                return []
+            briefs = {item.brief_key: item for item in fresh}
+            await conn.execute(
+                insert_ignore(conn, t.briefs),
+                [
+                    {
+                        "key": key,
+                        "brief_id": item.job.brief.id,
+                        "data": item.brief_json,
+                        "created_at": now,
+                    }
+                    for key, item in briefs.items()
+                ],
+            )
+            await self._supersede(conn, fresh, now)  # before the insert: finds only older jobs
+            await bulk_insert(conn, t.jobs, [job_row(item, now) for item in fresh])
+        return [item.job.id for item in fresh]
+
+    async def _supersede(
+        self, conn: AsyncConnection, fresh: Sequence[PlannedJob], now: datetime
+    ) -> None:
+        newest = {(i.job.brief.id, i.job.platform): i.job.id for i in fresh}
+        fresh_ids = {i.job.id for i in fresh}
+        pipeline = fresh[0].job.pipeline
+        rows = (
+            await conn.execute(
+                select(t.jobs.c.id, t.jobs.c.brief_id, t.jobs.c.platform)
+                .where(
+                    t.jobs.c.pipeline == pipeline,
+                    t.jobs.c.state == JobState.PLANNED.value,
+                    t.jobs.c.brief_id.in_({b for b, _ in newest}),
+                    t.jobs.c.attempts == 0,
+                    t.jobs.c.lease_owner.is_(None),
+                )
+                # look up by brief, never by scanning every planned job of the pipeline
+                .with_hint(t.jobs, "INDEXED BY jobs_brief", "sqlite")
+            )
+        ).all()
+        old = [
+            (r.id, newest[(r.brief_id, r.platform)])
+            for r in rows
+            if (r.brief_id, r.platform) in newest and r.id not in fresh_ids
+        ]
+        for job_id, new_id in old:
+            message = f"superseded by job {new_id[:12]} (the content or template changed)"
+            await conn.execute(
+                update(t.jobs)
+                .where(t.jobs.c.id == job_id, t.jobs.c.state == "planned")
+                .values(state="cancelled", last_error=message, due_at=None, updated_at=now)
+            )
+            await conn.execute(
+                insert(t.transitions).values(
+                    job_id=job_id,
+                    at=now,
+                    from_state="planned",
+                    to_state="cancelled",
+                    message=message,
+                )
+            )
+
+    async def get_cursor(self, pipeline: str, source: str) -> str | None:
+        async with self.engine.begin() as conn:
+            value = (
+                await conn.execute(
+                    select(t.cursors.c.cursor).where(
+                        t.cursors.c.pipeline == pipeline, t.cursors.c.source == source
+                    )
+                )
+            ).scalar()
+        return None if value is None else str(value)
+
+    async def save_cursor(self, pipeline: str, source: str, cursor: str, now: datetime) -> None:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                update(t.cursors)
+                .where(t.cursors.c.pipeline == pipeline, t.cursors.c.source == source)
+                .values(cursor=cursor, updated_at=now)
+            )
+            if done.rowcount == 0:
+                await conn.execute(
+                    insert(t.cursors).values(
+                        pipeline=pipeline, source=source, cursor=cursor, updated_at=now
+                    )
+                )
