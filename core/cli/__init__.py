@@ -8,8 +8,10 @@ adds the traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -83,16 +85,21 @@ def cli(ctx: click.Context, config: Path, debug: bool, quiet: bool) -> None:
 
 
 def run_async(app: App, work: Callable[[], Awaitable[T]]) -> T:
-    """Run a command's async body, turning user errors into messages and exit codes."""
+    """Run a command's async body. Ctrl-C or SIGTERM (a container stopping) cancel it cleanly:
+    the runner releases its jobs and sinks finish their files before the process ends."""
     try:
         return asyncio.run(_guard(work))
-    except KeyboardInterrupt:
-        app.err.print("[yellow]interrupted[/]: the ledger keeps every finished step; run again "
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        app.err.print("[yellow]stopped[/]: the ledger keeps every finished step; run again "
                       "to resume")  # fmt: skip
         raise SystemExit(130) from None
 
 
 async def _guard(work: Callable[[], Awaitable[T]]) -> T:
+    task = asyncio.current_task()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     return await work()
 
 

@@ -7,6 +7,7 @@ import sys
 from datetime import UTC, datetime
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..ledger import Ledger
@@ -59,16 +60,22 @@ def list_jobs(app: App, states: tuple[str, ...], limit: int, offset: int, as_jso
             if counts
             else f"No jobs in {name}",
         )
-        for column in ("id", "state", "platform", "brief", "title", "cost", "updated", "note"):
-            table.add_column(column, overflow="ellipsis", no_wrap=column != "note")
+        table.add_column("id", no_wrap=True)
+        table.add_column("state", no_wrap=True)
+        table.add_column("platform", no_wrap=True)
+        table.add_column("cost", justify="right", no_wrap=True)
+        table.add_column("updated", no_wrap=True)
+        table.add_column("title · brief · note", ratio=1, overflow="fold")
         for r in rows:
             cost = money(r.cost if r.cost is not None else r.estimated_cost)
             if r.cost is None:
                 cost = f"[dim]~{cost}[/]"
             note = r.last_error or ("cache hit" if r.cached else "")
-            table.add_row(r.id[:12], f"[{state_style(r.state)}]{r.state}[/]", r.platform,
-                          short(r.brief_id, 26), short(r.title, 32), cost, when(r.updated_at),
-                          short(note, 70))  # fmt: skip
+            about = f"{escape(short(r.title, 60))}\n[dim]{escape(r.brief_id)}[/]"
+            if note:
+                about += f"\n[yellow]{escape(short(note, 160))}[/]"
+            table.add_row(r.id[:8], f"[{state_style(r.state)}]{r.state}[/]", r.platform, cost,
+                          when(r.updated_at), about)  # fmt: skip
         app.out.print(table)
         return EXIT_OK
 

@@ -6,6 +6,7 @@ import sys
 from datetime import UTC, datetime
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -99,14 +100,16 @@ async def _plan(
 def _print_plan(app: App, pipeline: Pipeline, report: PlanReport, rows: int) -> None:
     out = app.out
     if rows and report.sample:
-        table = Table(title=f"Plan for {pipeline.name}", title_justify="left", expand=False)
-        for column in ("job", "brief", "platform", "secs", "est. cost", "", "prompt"):
-            table.add_column(column, overflow="ellipsis", no_wrap=column != "prompt")
+        table = Table(title=f"Plan for {pipeline.name}", title_justify="left", expand=True)
+        table.add_column("job", no_wrap=True)
+        table.add_column("platform", no_wrap=True)
+        table.add_column("cost", justify="right", no_wrap=True)
+        table.add_column("brief and prompt", ratio=1, overflow="fold")
         for job, is_new in report.sample[:rows]:
-            table.add_row(job.id[:10], short(job.brief.id, 28), job.platform,
-                          f"{job.request.duration_s:g}", money(job.estimated_cost_usd),
-                          "[green]new[/]" if is_new else "[dim]planned before[/]",
-                          short(job.texts.prompt, 90))  # fmt: skip
+            status = "[green]new[/]" if is_new else "[dim]planned before[/]"
+            about = (f"{escape(job.brief.id)}  {status}  {job.request.duration_s:g} s\n"
+                     f"[dim]{escape(short(job.texts.prompt, 160))}[/]")  # fmt: skip
+            table.add_row(job.id[:8], job.platform, money(job.estimated_cost_usd), about)
         out.print(table)
         if report.jobs > rows:
             out.print(f"[dim]… and {report.jobs - rows} more (reelpress jobs list)[/]")
