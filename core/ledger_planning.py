@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -19,35 +20,61 @@ class PlanningWrites:
     engine: AsyncEngine
 
     async def save_planned(self, items: Sequence[PlannedJob], now: datetime) -> list[str]:
-        """Insert jobs that are new (by id); a new job for a brief and platform cancels older
-        ones that have not started, so an article edited twice before the run pays once.
-        Returns the ids that were new."""
+        """Make these the current jobs of their briefs and platforms. New ids are inserted; a
+        job that was superseded and is current again (an edit was reverted) is planned again;
+        any other job of the same brief and platform that has not started is cancelled, so an
+        article edited twice before the run pays once. Returns the ids that now need work."""
         if not items:
             return []
         ids = [item.job.id for item in items]
         async with self.engine.execution_options(**{RELAXED: True}).begin() as conn:
-            existing = set(
-                (await conn.execute(select(t.jobs.c.id).where(t.jobs.c.id.in_(ids)))).scalars()
-            )
-            fresh = [item for item in items if item.job.id not in existing]
-            if not fresh:
+            known = {
+                row.id: row
+                for row in await conn.execute(
+                    select(
+                        t.jobs.c.id, t.jobs.c.state, t.jobs.c.last_error, t.jobs.c.plan_key
+                    ).where(t.jobs.c.id.in_(ids))
+                )
+            }
+            fresh = [item for item in items if item.job.id not in known]
+            revived = [item for item in items if _superseded(known.get(item.job.id))]
+            for item in items:  # the same job, reached from a new plan key: remember that one
+                row = known.get(item.job.id)
+                if row is not None and item.plan_key and row.plan_key != item.plan_key:
+                    await conn.execute(update(t.jobs).where(t.jobs.c.id == item.job.id)
+                                       .values(plan_key=item.plan_key))  # fmt: skip
+            if not fresh and not revived:
                 return []
             briefs = {item.brief_key: item for item in fresh}
-            await conn.execute(
-                insert_ignore(conn, t.briefs),
-                [
-                    {
-                        "key": key,
-                        "brief_id": item.job.brief.id,
-                        "data": item.brief_json,
-                        "created_at": now,
-                    }
-                    for key, item in briefs.items()
-                ],
-            )
-            await self._supersede(conn, fresh, now)  # before the insert: finds only older jobs
-            await bulk_insert(conn, t.jobs, [job_row(item, now) for item in fresh])
-        return [item.job.id for item in fresh]
+            if briefs:
+                await conn.execute(insert_ignore(conn, t.briefs), [
+                    {"key": key, "brief_id": item.job.brief.id, "data": item.brief_json,
+                     "created_at": now} for key, item in briefs.items()])  # fmt: skip
+            await self._supersede(conn, [*fresh, *revived], now)  # finds only other jobs
+            for item in revived:
+                await conn.execute(
+                    update(t.jobs)
+                    .where(t.jobs.c.id == item.job.id, t.jobs.c.state == "cancelled")
+                    .values(state="planned", due_at=now, last_error=None, updated_at=now)
+                )
+                await conn.execute(insert(t.transitions).values(
+                    job_id=item.job.id, at=now, from_state="cancelled", to_state="planned",
+                    message="current again: the brief went back to this version"))  # fmt: skip
+            if fresh:
+                await bulk_insert(conn, t.jobs, [job_row(item, now) for item in fresh])
+        return [item.job.id for item in (*fresh, *revived)]
+
+    async def known_plan_keys(self, keys: Sequence[str]) -> set[str]:
+        """The plan keys the ledger has for jobs that are still current (not cancelled)."""
+        found: set[str] = set()
+        async with self.engine.begin() as conn:
+            for start in range(0, len(keys), 5000):
+                query = select(t.jobs.c.plan_key).where(
+                    t.jobs.c.plan_key.in_(keys[start : start + 5000]),
+                    t.jobs.c.state != JobState.CANCELLED.value,
+                )
+                found.update(key for key in (await conn.execute(query)).scalars() if key)
+        return found
 
     async def _supersede(
         self, conn: AsyncConnection, fresh: Sequence[PlannedJob], now: datetime
@@ -75,7 +102,7 @@ class PlanningWrites:
             if (r.brief_id, r.platform) in newest and r.id not in fresh_ids
         ]
         for job_id, new_id in old:
-            message = f"superseded by job {new_id[:12]} (the content or template changed)"
+            message = f"{SUPERSEDED} {new_id[:12]} (the content or template changed)"
             await conn.execute(
                 update(t.jobs)
                 .where(t.jobs.c.id == job_id, t.jobs.c.state == "planned")
@@ -115,3 +142,15 @@ class PlanningWrites:
                         pipeline=pipeline, source=source, cursor=cursor, updated_at=now
                     )
                 )
+
+
+SUPERSEDED = "superseded by job"
+
+
+def _superseded(row: Any) -> bool:
+    """Whether a known job was cancelled only because a newer version of its brief came."""
+    return (
+        row is not None
+        and row.state == JobState.CANCELLED.value
+        and (row.last_error or "").startswith(SUPERSEDED)
+    )

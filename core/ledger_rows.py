@@ -47,6 +47,9 @@ class PlannedJob:
     job: Job
     brief_key: str
     brief_json: str
+    plan_key: str | None = None
+    """What the job was planned from (see ``planner.plan_fingerprint``): a later plan that
+    finds this key skips rendering the brief again."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,8 @@ def job_row(item: PlannedJob, now: datetime) -> dict[str, Any]:
         "due_at": now,
         "created_at": now,
         "updated_at": now,
-    }  # fmt: skip (columns left out are NULL)
+        "plan_key": item.plan_key,
+    }  # columns left out are NULL
 
 
 def texts_json(job: Job) -> str:

@@ -11,21 +11,20 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 
+from . import __version__
 from . import schema as t
 from .assets import AssetError, Assets
 from .errors import InvalidRequest, SkipBrief, TemplateError
 from .events import JobEvent, emit
 from .ledger import Ledger, PlannedJob, brief_json, job_id_for, utcnow
-from .models import Brief, Job, JobState, Platform, Texts, sha256_text
+from .models import Brief, Job, JobState, Platform, Texts, canonical_json, sha256_text
 from .pipeline import Pipeline
 from .plugin_api import Bookmark, Skipped, SourceItem
 
 BATCH = 1000
-OVERLAP = False
 MAX_ISSUES = 1000
 SAMPLE = 25
 
@@ -87,7 +86,7 @@ class Planner:
         self.sample = sample
         self._prepare = list(pipeline.host.impls("prepare_brief"))
         self._observed = any(True for _ in pipeline.host.impls("job_event"))
-        self._pending: tuple[asyncio.Future[Any], list[PlannedJob], datetime] | None = None
+        self._fingerprint = plan_fingerprint(pipeline)
 
     async def plan(
         self, *, write: bool = True, progress: Callable[[PlanReport], None] | None = None
@@ -108,7 +107,6 @@ class Planner:
                         report.skip(f"{spec.name}: {item.location}", item.reason)
                     elif isinstance(item, Bookmark):
                         await self._flush(batch, assets, report, write)
-                        await self._drain(report, write)
                         batch = []
                         if write:
                             await self.ledger.save_cursor(
@@ -135,48 +133,54 @@ class Planner:
                             "expected Brief, Skipped or Bookmark",
                         )
                 await self._flush(batch, assets, report, write)
-                await self._drain(report, write)
                 if progress:
                     progress(report)
         finally:
-            if self._pending is not None:
-                self._pending[0].cancel()
-                self._pending = None
             await assets.close()
         return report
 
     async def _flush(
         self, briefs: list[Brief], assets: Assets, report: PlanReport, write: bool
     ) -> None:
-        """Render a batch, then hand it to the ledger in the background: the write of one batch
-        overlaps the rendering of the next (at most one write is outstanding, in order)."""
+        """Plan a batch of briefs: skip what the ledger already has, render the rest, save."""
         if not briefs:
             return
         now = self.clock()
         prepared = [b for b in (self._prepared(b, report) for b in briefs) if b is not None]
         images = await asyncio.gather(*(self._image(b, assets, now) for b in prepared))
-        planned: list[PlannedJob] = []
+        ready: list[tuple[Brief, str | None, str]] = []
         for brief, image in zip(prepared, images, strict=True):
             if isinstance(image, AssetError):
                 report.fail(brief.id, str(image))
                 continue
             report.briefs += 1
-            planned.extend(self._jobs_for(brief, image, report))
-        await self._drain(report, write)
-        if planned:
-            save = self.ledger.save_planned(planned, now) if write else self._unknown_ids(
-                [p.job.id for p in planned])  # fmt: skip
-            self._pending = (asyncio.ensure_future(save), planned, now)
-            if not OVERLAP:
-                await self._drain(report, write)
-
-    async def _drain(self, report: PlanReport, write: bool) -> None:
-        """Wait for the outstanding ledger write and count what it found new."""
-        if self._pending is None:
+            ready.append((brief, image, brief_json(brief)))
+        keys = {(b.id, p): self._plan_key(text, image, p) for b, image, text in ready
+                for p in self.pipeline.platforms}  # fmt: skip
+        known = await self.ledger.known_plan_keys(list(keys.values()))
+        planned: list[PlannedJob] = []
+        for brief, image, text in ready:
+            todo = [
+                p for p in self.pipeline.platforms.values() if keys[brief.id, p.name] not in known
+            ]
+            report.jobs += len(self.pipeline.platforms) - len(todo)  # unchanged: not rendered
+            planned += self._jobs_for(brief, image, text, todo, keys, report)
+        if not planned:
             return
-        task, planned, now = self._pending
-        self._pending = None
-        new = set(await task)
+        if write:
+            new = set(await self.ledger.save_planned(planned, now))
+        else:
+            new = await self._unknown_ids([p.job.id for p in planned])
+        self._count(planned, new, report, now, write)
+
+    def _count(
+        self,
+        planned: list[PlannedJob],
+        new: set[str],
+        report: PlanReport,
+        now: datetime,
+        write: bool,
+    ) -> None:
         for item in planned:
             job, is_new = item.job, item.job.id in new
             report.jobs += 1
@@ -192,6 +196,12 @@ class Planner:
                         at=now, cost_usd=job.estimated_cost_usd))  # fmt: skip
             if len(report.sample) < self.sample:
                 report.sample.append((job, is_new))
+
+    def _plan_key(self, brief_text: str, image: str | None, platform: str) -> str:
+        """What a job's content depends on besides the templates' output: if this key is in the
+        ledger, the brief, its image, the platform and everything the pipeline renders with are
+        unchanged, and rendering again would make the very same job."""
+        return sha256_text(f"{self._fingerprint}\0{platform}\0{image}\0{brief_text}")[:32]
 
     def _prepared(self, brief: Brief, report: PlanReport) -> Brief | None:
         for plugin, fn in self._prepare:
@@ -225,13 +235,20 @@ class Planner:
         except AssetError as exc:
             return exc
 
-    def _jobs_for(self, brief: Brief, image: str | None, report: PlanReport) -> list[PlannedJob]:
+    def _jobs_for(
+        self,
+        brief: Brief,
+        image: str | None,
+        text: str,
+        platforms: list[Platform],
+        keys: dict[tuple[str, str], str],
+        report: PlanReport,
+    ) -> list[PlannedJob]:
         pipeline = self.pipeline
         data = brief.template_data()
-        text = brief_json(brief)
         key = sha256_text(text)
         out = []
-        for platform in pipeline.platforms.values():
+        for platform in platforms:
             where = f"{brief.id} → {platform.name}"
             try:
                 texts = pipeline.templates.render(brief, platform, data=data)
@@ -263,7 +280,7 @@ class Planner:
                 estimated_cost_usd=pipeline.provider.price(request),
             )
             report.by_platform[platform.name] += 1
-            out.append(PlannedJob(job, key, text))
+            out.append(PlannedJob(job, key, text, keys[brief.id, platform.name]))
         return out
 
     async def _unknown_ids(self, ids: list[str]) -> set[str]:
@@ -272,6 +289,25 @@ class Planner:
                 (await conn.execute(select(t.jobs.c.id).where(t.jobs.c.id.in_(ids)))).scalars()
             )
         return set(ids) - known
+
+
+def plan_fingerprint(pipeline: Pipeline) -> str:
+    """A hash of everything besides the brief that decides what a plan renders: every template
+    file on the search path, the platforms, the provider and its settings, and the versions of
+    reelpress and its plugins. While it stays the same, an unchanged brief needs no rendering."""
+    parts: list[str] = [__version__, pipeline.name]
+    for folder in pipeline.templates.search_path:
+        for path in sorted(folder.rglob("*.j2")):
+            parts += [path.relative_to(folder).as_posix(), path.read_text(encoding="utf-8")]
+    provider = pipeline.provider
+    parts += [
+        canonical_json([p.model_dump(mode="json") for p in pipeline.platforms.values()]),
+        f"{type(provider).__module__}.{type(provider).__qualname__}", provider.model,
+        canonical_json(provider.config.model_dump(mode="json")),
+        canonical_json(sorted(pipeline.templates.env.filters)),
+        canonical_json(sorted((p.name, p.version or "") for p in pipeline.host.plugins.values())),
+    ]  # fmt: skip
+    return sha256_text("\0".join(parts))
 
 
 def fit_texts(texts: Texts, platform: Platform) -> tuple[Texts, bool]:

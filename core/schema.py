@@ -132,9 +132,11 @@ jobs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("generated_at", UTCDateTime),
+    Column("plan_key", String(32)),
     Index("jobs_due", "pipeline", "due_at"),
     Index("jobs_state", "state", "provider"),
     Index("jobs_brief", "pipeline", "brief_id", "platform"),
+    Index("jobs_plan", "plan_key"),
 )
 
 transitions = Table(

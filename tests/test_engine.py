@@ -4,6 +4,7 @@ files, real MP4s)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import fakes
@@ -83,6 +84,43 @@ async def test_editing_a_field_no_template_reads_makes_no_new_job(
     assert report.new == 0
 
 
+async def test_a_replan_renders_only_what_changed(
+    harness: Harness, script: fakes.Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script.briefs = [fakes.brief(n) for n in range(1, 4)]
+    pipeline = await harness.open()
+    await harness.plan()
+    rendered: list[str] = []
+    real_render = pipeline.templates.render
+
+    def spy(brief: Brief, platform: Any, **kwargs: Any) -> Any:
+        rendered.append(brief.id)
+        return real_render(brief, platform, **kwargs)
+
+    monkeypatch.setattr(pipeline.templates, "render", spy)
+    script.briefs = [fakes.brief(1), fakes.brief(2).model_copy(update={"summary": "Changed."}), fakes.brief(3)]
+    report = await harness.plan()
+    assert rendered == ["fake:2", "fake:2"]  # two platforms of the one changed brief
+    assert (report.briefs, report.jobs, report.new) == (3, 6, 2)
+
+
+async def test_a_template_edit_plans_every_brief_again(
+    harness: Harness, script: fakes.Script, tmp_path: Path
+) -> None:
+    script.briefs = [fakes.brief(1)]
+    await harness.open(FAKE_PIPELINE.replace("[youtube, tiktok]", "[youtube]"))
+    await harness.plan()
+    folder = tmp_path / "templates" / "platforms"
+    folder.mkdir(parents=True)
+    (folder / "youtube.j2").write_text(
+        '{% extends "base.j2" %}{% block prompt %}Brand new: {{ brief.title }}{% endblock %}'
+    )
+    await harness.open(FAKE_PIPELINE.replace("[youtube, tiktok]", "[youtube]"))
+    report = await harness.plan()
+    assert report.new == 1
+    assert report.sample[0][0].texts.prompt == "Brand new: Story 1"
+
+
 async def test_an_edit_before_the_run_supersedes_the_planned_job(
     harness: Harness, script: fakes.Script
 ) -> None:
@@ -97,6 +135,25 @@ async def test_an_edit_before_the_run_supersedes_the_planned_job(
     assert len(script.submits) == 2  # the superseded version was never rendered
     cancelled = await ledger_of(harness).jobs("t", states=["cancelled"])
     assert all("superseded" in (j.last_error or "") for j in cancelled)
+
+
+async def test_a_reverted_edit_makes_the_original_job_current_again(
+    harness: Harness, script: fakes.Script
+) -> None:
+    original = fakes.brief(1)
+    script.briefs = [original]
+    await harness.open(FAKE_PIPELINE.replace("[youtube, tiktok]", "[youtube]"))
+    await harness.plan()
+    script.briefs = [Brief(id="fake:1", title="Story 1, edited", summary="Oops.")]
+    await harness.plan()
+    script.briefs = [original]  # the edit is undone before anything ran
+    report = await harness.plan()
+    assert report.new == 1
+    result = await harness.run()
+    assert result.counts == {"published": 1, "cancelled": 1}
+    [published] = await ledger_of(harness).jobs("t", states=["published"])
+    assert published.title == "Story 1"
+    assert len(script.submits) == 1
 
 
 async def test_transient_submit_errors_are_retried(harness: Harness, script: fakes.Script) -> None:
