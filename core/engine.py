@@ -178,7 +178,6 @@ class Engine:
         return Step(JobState.SUBMITTED, poll_at)
 
     async def _submit_failed(self, job: Job, exc: ProviderError) -> Step:
-        now = self.clock()
         provider = self.pipeline.provider
         if exc.outcome_unknown and not provider.resubmit_safe:
             return await self._reconcile(
@@ -188,20 +187,8 @@ class Engine:
             )
         attempts = job.attempts + 1
         if (exc.retryable or exc.outcome_unknown) and attempts < self.max_attempts:
-            due = now + self._delay(attempts, exc.retry_after)
             message = f"attempt {attempts} of {self.max_attempts} failed, retrying: {exc}"
-            if await self.ledger.transition(
-                job.id,
-                JobState.SUBMITTING,
-                JobState.PLANNED,
-                now,
-                owner=self.owner,
-                message=message,
-                due_at=due,
-                last_error=message,
-            ):
-                self._emit("retrying", job, JobState.PLANNED, now, message=message)
-            return Step(JobState.PLANNED, due)
+            return await self._plan_again(job, JobState.SUBMITTING, attempts, exc, message)
         return await self._fail(job, JobState.SUBMITTING, f"submission failed: {exc}")
 
     async def _interrupted(self, record: JobRecord) -> Step:
@@ -278,28 +265,23 @@ class Engine:
         return await self._download(job, result)
 
     async def _render_failed(self, job: Job, exc: ProviderError) -> Step:
-        now = self.clock()
         if exc.retryable and job.attempts < self.max_attempts:
-            due = now + self._delay(job.attempts, exc.retry_after)
-            message = (
-                f"render failed (attempt {job.attempts} of {self.max_attempts}), "
-                f"submitting again: {exc}"
-            )
-            if await self.ledger.transition(
-                job.id,
-                JobState.SUBMITTED,
-                JobState.PLANNED,
-                now,
-                owner=self.owner,
-                message=message,
-                due_at=due,
-                last_error=message,
-                operation_id=None,
-                operation=None,
-            ):
-                self._emit("retrying", job, JobState.PLANNED, now, message=message)
-            return Step(JobState.PLANNED, due)
+            message = (f"render failed (attempt {job.attempts} of {self.max_attempts}), "
+                       f"submitting again: {exc}")  # fmt: skip
+            return await self._plan_again(job, JobState.SUBMITTED, job.attempts, exc, message)
         return await self._fail(job, JobState.SUBMITTED, f"render failed: {exc}")
+
+    async def _plan_again(
+        self, job: Job, expect: JobState, attempt: int, exc: ProviderError, message: str
+    ) -> Step:
+        """Back to ``planned`` for a new submission later (backoff, or the provider's hint)."""
+        now = self.clock()
+        due = now + self._delay(attempt, exc.retry_after)
+        if await self.ledger.transition(job.id, expect, JobState.PLANNED, now, owner=self.owner,
+                                        message=message, due_at=due, last_error=message,
+                                        operation_id=None, operation=None):  # fmt: skip
+            self._emit("retrying", job, JobState.PLANNED, now, message=message)
+        return Step(JobState.PLANNED, due)
 
     async def _poll_error(self, job: Job, exc: ProviderError) -> Step:
         now = self.clock()

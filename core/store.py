@@ -81,11 +81,12 @@ class Store:
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         tmp.replace(dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         return dest
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make renames in ``folder`` durable (best effort: not every platform can open a folder)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

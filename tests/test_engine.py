@@ -98,7 +98,11 @@ async def test_a_replan_renders_only_what_changed(
         return real_render(brief, platform, **kwargs)
 
     monkeypatch.setattr(pipeline.templates, "render", spy)
-    script.briefs = [fakes.brief(1), fakes.brief(2).model_copy(update={"summary": "Changed."}), fakes.brief(3)]
+    script.briefs = [
+        fakes.brief(1),
+        fakes.brief(2).model_copy(update={"summary": "Changed."}),
+        fakes.brief(3),
+    ]
     report = await harness.plan()
     assert rendered == ["fake:2", "fake:2"]  # two platforms of the one changed brief
     assert (report.briefs, report.jobs, report.new) == (3, 6, 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import click
@@ -151,6 +152,18 @@ def show(app: App, job_id: str) -> None:
     sys.exit(run_async(app, body))
 
 
+def _targeted(verb: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The job ids argument and ``--state`` option that retry and cancel share."""
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        fn = click.pass_obj(fn)
+        fn = click.option("-s", "--state", "states", multiple=True, type=click.Choice(STATES),
+                          help=f"{verb} every job in this state (repeatable).")(fn)  # fmt: skip
+        return click.argument("job_ids", nargs=-1)(fn)
+
+    return decorate
+
+
 async def _targets(
     ledger: Ledger, pipeline: str, ids: tuple[str, ...], states: tuple[str, ...]
 ) -> list[str]:
@@ -162,16 +175,7 @@ async def _targets(
 
 
 @jobs.command("retry")
-@click.argument("job_ids", nargs=-1)
-@click.option(
-    "-s",
-    "--state",
-    "states",
-    multiple=True,
-    type=click.Choice(STATES),
-    help="Retry every job in this state (repeatable).",
-)
-@click.pass_obj  # fmt: skip
+@_targeted("Retry")
 def retry(app: App, job_ids: tuple[str, ...], states: tuple[str, ...]) -> None:
     """Try jobs again (the next `reelpress run` picks them up).
 
@@ -192,16 +196,7 @@ def retry(app: App, job_ids: tuple[str, ...], states: tuple[str, ...]) -> None:
 
 
 @jobs.command("cancel")
-@click.argument("job_ids", nargs=-1)
-@click.option(
-    "-s",
-    "--state",
-    "states",
-    multiple=True,
-    type=click.Choice(STATES),
-    help="Cancel every job in this state (repeatable).",
-)
-@click.pass_obj  # fmt: skip
+@_targeted("Cancel")
 def cancel(app: App, job_ids: tuple[str, ...], states: tuple[str, ...]) -> None:
     """Stop jobs that have not finished."""
     if not job_ids and not states:

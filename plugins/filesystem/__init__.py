@@ -35,6 +35,7 @@ from reelpress import (
     hookimpl,
 )
 from reelpress.media import MediaError, poster
+from reelpress.store import fsync_dir
 
 from . import fileops
 from .gallery import write_gallery
@@ -166,7 +167,7 @@ class FilesystemSink(Sink["FilesystemSink.Config"]):
         self._write_poster(video, jpg)
         with fileops.os_errors("could not write the sidecar", sidecar):
             fileops.write_json(sidecar, sidecar_data(job, video, mp4, jpg, now))
-        fileops.fsync_dir(folder)
+        fsync_dir(folder)
         return self._receipt(root, mp4, sidecar, now)
 
     def _write_poster(self, video: Video, dest: Path) -> None:

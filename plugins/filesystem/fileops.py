@@ -160,20 +160,6 @@ def sidecar_owner(path: Path) -> str | None:
     return str(data["job_id"]) if data else ""
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make renames in ``folder`` durable (best effort: not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync(path: Path) -> None:
     with path.open("rb") as handle:
         os.fsync(handle.fileno())
