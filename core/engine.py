@@ -141,14 +141,9 @@ class Engine:
         if not gate.ok:
             if not gate.wait_s:
                 return Step(None)
-            kind: Literal["rate", "concurrency"] = (
-                "rate" if gate.reason.startswith("rate") else "concurrency"
-            )
-            return Step(
-                JobState.PLANNED,
-                job.due_at,
-                Block(kind, now + timedelta(seconds=gate.wait_s), gate.reason),
-            )
+            until = now + timedelta(seconds=gate.wait_s)
+            limit = gate.limit or "concurrency"
+            return Step(JobState.PLANNED, job.due_at, Block(limit, until, gate.reason))
         try:
             operation = await provider.submit(job.request)
         except ProviderError as exc:

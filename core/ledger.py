@@ -316,9 +316,8 @@ class Ledger(PlanningWrites, OperatorViews):
                 )
             ).scalar_one()
             if in_flight >= concurrency:
-                return SubmitGate(
-                    False, 1.0, f"{in_flight} renders in flight (limit {concurrency})"
-                )
+                reason = f"{in_flight} renders in flight (limit {concurrency})"
+                return SubmitGate(False, 1.0, reason, limit="concurrency")
             for window in windows:
                 since = now - timedelta(seconds=window.seconds)
                 recent = (
@@ -337,7 +336,7 @@ class Ledger(PlanningWrites, OperatorViews):
                     oldest = t.UTCDateTime().process_result_value(recent[-1], conn.dialect)
                     assert oldest is not None
                     wait = (oldest + timedelta(seconds=window.seconds) - now).total_seconds()
-                    return SubmitGate(False, max(wait, 0.001), f"rate limit {window}")
+                    return SubmitGate(False, max(wait, 0.001), f"rate limit {window}", limit="rate")
             for label, max_usd, start in budget:
                 spent = await spend_since(
                     conn, job.pipeline, start, run_id if label == "run" else None
@@ -393,8 +392,17 @@ class Ledger(PlanningWrites, OperatorViews):
         now: datetime,
         poll_at: datetime,
     ) -> bool:
-        """Commit the operation id the instant the provider returns it."""
+        """Commit the operation id the instant the provider returns it. The submissions log keeps
+        it even if the job was cancelled meanwhile: a render under way is never forgotten."""
         async with self.engine.begin() as conn:
+            sub = (
+                await conn.execute(
+                    select(func.max(t.submissions.c.id)).where(t.submissions.c.job_id == job_id)
+                )
+            ).scalar()
+            await conn.execute(
+                update(t.submissions).where(t.submissions.c.id == sub).values(operation_id=op_id)
+            )
             done = await conn.execute(
                 update(t.jobs)
                 .where(
@@ -413,14 +421,6 @@ class Ledger(PlanningWrites, OperatorViews):
             )
             if done.rowcount != 1:
                 return False
-            sub = (
-                await conn.execute(
-                    select(func.max(t.submissions.c.id)).where(t.submissions.c.job_id == job_id)
-                )
-            ).scalar()
-            await conn.execute(
-                update(t.submissions).where(t.submissions.c.id == sub).values(operation_id=op_id)
-            )
             await conn.execute(
                 insert(t.transitions).values(
                     job_id=job_id,

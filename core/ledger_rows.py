@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Boolean, Table, insert, or_
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -70,6 +70,8 @@ class SubmitGate:
     wait_s: float = 0.0
     reason: str = ""
     over_budget: str | None = None
+    limit: Literal["rate", "concurrency", ""] = ""
+    """Which limit is full, when ``wait_s`` says to wait."""
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ files, real MP4s)."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,22 @@ async def test_interrupted_submission_is_redone_when_the_provider_says_it_is_fre
     result = await harness.run(clock=lambda: t0 + timedelta(minutes=5))
     assert result.counts == {"published": 1}
     assert len(script.submits) == 1
+
+
+async def test_a_job_cancelled_during_its_submission_keeps_the_operation_id(
+    harness: Harness, script: fakes.Script, tmp_path: Path
+) -> None:
+    def operator_cancels(request: fakes.RenderRequest) -> None:
+        with sqlite3.connect(tmp_path / "reelpress.db") as db:  # another process, in effect
+            db.execute("UPDATE jobs SET state = 'cancelled' WHERE request_key = ?", (request.key,))
+
+    script.briefs = [fakes.brief(1)]
+    script.on_submit = operator_cancels
+    await harness.open(FAKE_PIPELINE.replace("[youtube, tiktok]", "[youtube]"))
+    result = await harness.plan_and_run()
+    assert result.counts == {"cancelled": 1}
+    [submission] = await ledger_of(harness).submissions()
+    assert submission["operation_id"] == "op-1"  # the render under way is not forgotten
 
 
 async def test_a_job_leased_by_a_live_run_is_left_alone(
