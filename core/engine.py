@@ -77,6 +77,15 @@ class Engine:
         record = await self.ledger.load(job_id)
         if record.lease_owner != self.owner:
             return Step(None)
+        try:
+            return await self._step(record)
+        except Exception as exc:  # a bug (ours or a plugin's): stop this job, not the run
+            log.exception("unexpected error advancing job %s", job_id)
+            return await self._park(
+                record.job, f"unexpected error: {type(exc).__name__}: {exc} (details in the "
+                "log; `reelpress jobs retry` once it is fixed)")  # fmt: skip
+
+    async def _step(self, record: JobRecord) -> Step:
         state = record.job.state
         if state is JobState.PLANNED:
             return await self._submit(record)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Select
 
 from . import schema as t
-from .ledger_rows import IN_FLIGHT, JobSummary
+from .ledger_rows import ACTIVE_STATES, IN_FLIGHT, JobSummary
 
 
 class OperatorViews:
@@ -126,6 +126,16 @@ class OperatorViews:
             stmt = stmt.where(t.jobs.c.generated_at >= since)
         async with self.engine.begin() as conn:
             return [dict(r) for r in (await conn.execute(stmt)).mappings().all()]
+
+    async def parked(self, pipeline: str, only: Iterable[str] | None = None) -> int:
+        """Unfinished jobs that are not due again until an operator acts."""
+        stmt = select(func.count()).select_from(t.jobs).where(
+            t.jobs.c.pipeline == pipeline, t.jobs.c.state.in_(ACTIVE_STATES),
+            t.jobs.c.due_at.is_(None))  # fmt: skip
+        if only is not None:
+            stmt = stmt.where(t.jobs.c.id.in_(list(only)))
+        async with self.engine.begin() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
 
     async def committed_spend(self, pipeline: str, since: datetime) -> float:
         async with self.engine.begin() as conn:

@@ -39,11 +39,14 @@ class RunResult:
     cache_hits: int = 0
     provider_calls: int = 0
 
+    parked: int = 0
+    """Jobs stopped mid-way until an operator acts (a sink that keeps failing, say)."""
+
     @property
     def problems(self) -> int:
         """Jobs that ended badly or wait on an operator."""
         bad = ("failed", "filtered", "over_budget", "needs_reconcile")
-        return sum(self.counts.get(s, 0) for s in bad) + self.counts.get("generated", 0)
+        return sum(self.counts.get(s, 0) for s in bad) + self.parked
 
 
 class Runner:
@@ -112,6 +115,7 @@ class Runner:
                 await heartbeat
             await self.ledger.finish_run(run_id, self.clock())
         result.counts = await self.ledger.counts(self.pipeline.name, self.only)
+        result.parked = await self.ledger.parked(self.pipeline.name, self.only)
         return result
 
     async def _loop(

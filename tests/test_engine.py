@@ -304,6 +304,26 @@ async def test_failed_render_is_submitted_again_only_when_it_may_help(
     assert len(script.submits) == 3
 
 
+async def test_a_plugin_bug_parks_the_job_instead_of_looping(
+    harness: Harness, script: fakes.Script
+) -> None:
+    def broken() -> fakes.PollResult:
+        raise KeyError("status")  # a provider bug, not a ProviderError
+
+    script.briefs = [fakes.brief(1), fakes.brief(2)]
+    script.outcomes = [broken]
+    await harness.open(FAKE_PIPELINE.replace("[youtube, tiktok]", "[youtube]"))
+    result = await harness.plan_and_run(workers=1)
+    assert result.counts == {"submitted": 1, "published": 1}
+    assert result.parked == 1 and result.problems == 1
+    assert script.polls == 2  # polled once, parked, never hammered again
+    [job] = await ledger_of(harness).jobs("t", states=["submitted"])
+    assert "KeyError" in (job.last_error or "") and job.due_at is None
+    await ledger_of(harness).retry_job(job.id, datetime.now(UTC))
+    result = await harness.run()
+    assert result.counts == {"published": 2} and result.problems == 0
+
+
 async def test_budget_stops_submissions_before_the_cap(
     harness: Harness, script: fakes.Script
 ) -> None:
