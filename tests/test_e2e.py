@@ -19,7 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "quickstart"
-REELPRESS = [sys.executable, "-m", "reelpress.cli"]
+_SCRIPT = Path(sys.executable).with_name("reelpress")  # the console script pip installed
+REELPRESS = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "reelpress.cli"]
 SIZES = {"tiktok": (720, 1280), "instagram_reels": (720, 1280), "youtube": (1280, 720)}
 
 

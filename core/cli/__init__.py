@@ -21,9 +21,11 @@ import click
 
 from .. import __version__
 from ..errors import ConfigError, JobNotFound, LedgerError, ReelpressError, TemplateError
+from ..plugins import PluginHost
 from .app import App
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+HOST_KEY = "reelpress.plugin_host"
 T = TypeVar("T")
 
 
@@ -37,10 +39,11 @@ class PluginGroup(click.Group):
         if self._plugins_added:
             return
         self._plugins_added = True
-        app = ctx.find_object(App)
-        host = app.host() if app is not None else None
+        # Command names are resolved before the group's own callback runs, so the plugins may
+        # not be loaded yet: load them here and hand them on to the App (see `cli`).
+        host = ctx.meta.get(HOST_KEY)
         if host is None:
-            return
+            host = ctx.meta[HOST_KEY] = PluginHost.load()
         for plugin, fn in host.impls("register_commands"):
             try:
                 fn(cli=self)
@@ -81,7 +84,7 @@ def cli(ctx: click.Context, config: Path, debug: bool, quiet: bool) -> None:
     posted twice.
     """
     _setup_logging(debug, quiet)
-    ctx.obj = App(config_path=config, debug=debug, quiet=quiet)
+    ctx.obj = App(config_path=config, debug=debug, quiet=quiet, _host=ctx.meta.get(HOST_KEY))
 
 
 def run_async(app: App, work: Callable[[], Awaitable[T]]) -> T:

@@ -27,11 +27,14 @@ class App:
     err: Console = field(default_factory=lambda: Console(stderr=True))
     _host: PluginHost | None = None
     _spec: PipelineSpec | None = None
+    _warned: bool = False
 
     def host(self) -> PluginHost:
         """Plugins, loaded on first use; problems are reported once, never fatal."""
         if self._host is None:
             self._host = PluginHost.load()
+        if not self._warned:
+            self._warned = True
             for info in self._host.failed():
                 for line in ([info.error] if info.error else []) + info.problems:
                     self.err.print(f"[yellow]warning[/]: plugin {info.name}: {line}",
