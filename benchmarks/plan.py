@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reelpress.config import parse_pipeline
+from reelpress.config import load_pipeline
 from reelpress.ledger import Ledger
 from reelpress.models import Brief
 from reelpress.pipeline import Pipeline
@@ -67,7 +67,8 @@ def peak_rss_mb() -> float:
 
 async def plan(folder: Path) -> tuple[int, float, Pipeline]:
     host = PluginHost.load(only=["platforms", "catalog", "preview", "filesystem"])
-    spec = parse_pipeline(PIPELINE, host, file=folder / "pipeline.yaml")
+    (folder / "pipeline.yaml").write_text(PIPELINE)
+    spec = load_pipeline(folder / "pipeline.yaml", host)
     pipeline = Pipeline.build(spec, host)
     ledger = await Ledger.open(spec.ledger_url)
     try:

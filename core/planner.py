@@ -17,12 +17,13 @@ from sqlalchemy import select
 from . import __version__
 from . import schema as t
 from .assets import AssetError, Assets
-from .errors import InvalidRequest, SkipBrief, TemplateError
+from .errors import SkipBrief
 from .events import JobEvent, emit
 from .ledger import Ledger, PlannedJob, brief_json, job_id_for, utcnow
-from .models import Brief, Job, JobState, Platform, Texts, canonical_json, sha256_text
+from .models import Brief, Job, JobState, canonical_json, sha256_text
 from .pipeline import Pipeline
 from .plugin_api import Bookmark, Skipped, SourceItem
+from .rendering import Rendered, RenderFailure, render_brief
 
 BATCH = 1000
 MAX_ISSUES = 1000
@@ -67,6 +68,10 @@ class PlanReport:
         self.failed_count += 1
         if len(self.failed) < MAX_ISSUES:
             self.failed.append(PlanIssue(where, message))
+
+
+Work = list[tuple[Brief, str | None, list[str]]]
+"""(brief, reference image hash, names of the platforms to render it for) per brief."""
 
 
 class Planner:
@@ -148,23 +153,63 @@ class Planner:
         now = self.clock()
         prepared = [b for b in (self._prepared(b, report) for b in briefs) if b is not None]
         images = await asyncio.gather(*(self._image(b, assets, now) for b in prepared))
-        ready: list[tuple[Brief, str | None, str]] = []
+        texts: dict[str, str] = {}
+        ready: list[tuple[Brief, str | None]] = []
         for brief, image in zip(prepared, images, strict=True):
             if isinstance(image, AssetError):
                 report.fail(brief.id, str(image))
                 continue
             report.briefs += 1
-            ready.append((brief, image, brief_json(brief)))
-        keys = {(b.id, p): self._plan_key(text, image, p) for b, image, text in ready
-                for p in self.pipeline.platforms}  # fmt: skip
+            texts[brief.id] = brief_json(brief)
+            ready.append((brief, image))
+        platforms = self.pipeline.platforms
+        keys = {(b.id, p): self._plan_key(texts[b.id], image, p) for b, image in ready
+                for p in platforms}  # fmt: skip
         known = await self.ledger.known_plan_keys(list(keys.values()))
+        work: Work = []
+        for brief, image in ready:
+            todo = [name for name in platforms if keys[brief.id, name] not in known]
+            report.jobs += len(platforms) - len(todo)  # unchanged since the last plan
+            if todo:
+                work.append((brief, image, todo))
+        if not work:
+            return
+        results = self._render(work)
+        await self._save(work, results, texts, keys, now, report, write)
+
+    def _render(self, work: Work) -> list[list[Rendered | RenderFailure]]:
+        platforms = self.pipeline.platforms
+        return [render_brief(self.pipeline, brief, image, [platforms[n] for n in names])
+                for brief, image, names in work]  # fmt: skip
+
+    async def _save(
+        self,
+        work: Work,
+        results: list[list[Rendered | RenderFailure]],
+        texts: dict[str, str],
+        keys: dict[tuple[str, str], str],
+        now: datetime,
+        report: PlanReport,
+        write: bool,
+    ) -> None:
+        pipeline = self.pipeline
         planned: list[PlannedJob] = []
-        for brief, image, text in ready:
-            todo = [
-                p for p in self.pipeline.platforms.values() if keys[brief.id, p.name] not in known
-            ]
-            report.jobs += len(self.pipeline.platforms) - len(todo)  # unchanged: not rendered
-            planned += self._jobs_for(brief, image, text, todo, keys, report)
+        for (brief, _, _), rendered in zip(work, results, strict=True):
+            text = texts[brief.id]
+            brief_key = sha256_text(text)
+            for item in rendered:
+                if isinstance(item, RenderFailure):
+                    report.fail(item.where, item.message)
+                    continue
+                report.adjusted += item.adjusted
+                report.by_platform[item.platform] += 1
+                job = Job(
+                    id=job_id_for(pipeline.name, brief, item.platform, item.texts, item.request),
+                    pipeline=pipeline.name, brief=brief, platform=item.platform,
+                    state=JobState.PLANNED, texts=item.texts, request=item.request,
+                    sinks=tuple(pipeline.sinks), estimated_cost_usd=item.estimated_cost_usd,
+                )  # fmt: skip
+                planned.append(PlannedJob(job, brief_key, text, keys[brief.id, item.platform]))
         if not planned:
             return
         if write:
@@ -235,54 +280,6 @@ class Planner:
         except AssetError as exc:
             return exc
 
-    def _jobs_for(
-        self,
-        brief: Brief,
-        image: str | None,
-        text: str,
-        platforms: list[Platform],
-        keys: dict[tuple[str, str], str],
-        report: PlanReport,
-    ) -> list[PlannedJob]:
-        pipeline = self.pipeline
-        data = brief.template_data()
-        key = sha256_text(text)
-        out = []
-        for platform in platforms:
-            where = f"{brief.id} → {platform.name}"
-            try:
-                texts = pipeline.templates.render(brief, platform, data=data)
-            except TemplateError as exc:
-                report.fail(where, str(exc))
-                continue
-            texts, changed = fit_texts(texts, platform)
-            report.adjusted += changed
-            if not texts.prompt:
-                report.fail(where, f"template {platform.template} rendered an empty prompt")
-                continue
-            request = pipeline.provider.build_request(
-                texts=texts, platform=platform, brief=brief, image=image
-            )
-            try:
-                pipeline.provider.validate(request)
-            except InvalidRequest as exc:
-                report.fail(where, f"provider {pipeline.provider.name!r} would reject this: {exc}")
-                continue
-            job = Job(
-                id=job_id_for(pipeline.name, brief, platform.name, texts, request),
-                pipeline=pipeline.name,
-                brief=brief,
-                platform=platform.name,
-                state=JobState.PLANNED,
-                texts=texts,
-                request=request,
-                sinks=tuple(pipeline.sinks),
-                estimated_cost_usd=pipeline.provider.price(request),
-            )
-            report.by_platform[platform.name] += 1
-            out.append(PlannedJob(job, key, text, keys[brief.id, platform.name]))
-        return out
-
     async def _unknown_ids(self, ids: list[str]) -> set[str]:
         async with self.ledger.engine.begin() as conn:
             known = set(
@@ -308,32 +305,6 @@ def plan_fingerprint(pipeline: Pipeline) -> str:
         canonical_json(sorted((p.name, p.version or "") for p in pipeline.host.plugins.values())),
     ]  # fmt: skip
     return sha256_text("\0".join(parts))
-
-
-def fit_texts(texts: Texts, platform: Platform) -> tuple[Texts, bool]:
-    """Keep within the platform's limits: title length, hashtag count, and caption length with
-    the hashtags counted in (as Instagram and TikTok count them). Cuts at a word boundary."""
-    title = _cut(texts.title, platform.title_max)
-    hashtags = texts.hashtags[: platform.hashtags_max]
-    while hashtags and len(" ".join(hashtags)) + 2 > platform.caption_max // 2:
-        hashtags = hashtags[:-1]  # tags never crowd out the caption itself
-    tag_room = len(" ".join(hashtags)) + 2 if hashtags else 0
-    caption = _cut(texts.caption, max(0, platform.caption_max - tag_room))
-    fitted = Texts(texts.prompt, texts.negative_prompt, title, caption, hashtags)
-    return fitted, fitted != texts
-
-
-def _cut(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    if limit <= 1:
-        return text[:limit]
-    cut = text[: limit - 1]
-    if not text[limit - 1].isspace():  # the cut falls inside a word: drop the piece
-        space = cut.rfind(" ")
-        if space > limit // 2:
-            cut = cut[:space]
-    return cut.rstrip(" ,;:.-") + "…"
 
 
 async def _closing(stream: AsyncIterator[SourceItem]) -> AsyncIterator[SourceItem]:

@@ -98,6 +98,11 @@ def test_quick_start_makes_real_videos_and_a_rerun_does_nothing(project: Path) -
 
 
 def test_a_killed_run_resumes_without_rendering_finished_jobs_again(project: Path) -> None:
+    pipeline = project / "pipeline.yaml"  # shorter clips: this test is about resuming
+    pipeline.write_text(pipeline.read_text().replace(
+        "platforms: [tiktok, instagram_reels, youtube]",
+        "platforms: [{name: tiktok, duration_s: 4}, {name: instagram_reels, duration_s: 4},"
+        " {name: youtube, duration_s: 4}]"))  # fmt: skip
     proc = subprocess.Popen(
         [*REELPRESS, "-c", str(project / "pipeline.yaml"), "run"],
         stdout=subprocess.DEVNULL,

@@ -11,7 +11,6 @@ import pytest
 
 from reelpress.errors import TemplateError
 from reelpress.models import Brief, Platform, Texts
-from reelpress.planner import fit_texts
 from reelpress.plugins import PluginHost
 from reelpress.prompts import (
     PromptTemplates,
@@ -22,6 +21,7 @@ from reelpress.prompts import (
     sentences,
     words,
 )
+from reelpress.rendering import fit_texts
 
 BUILTIN = builtin_templates_dir()
 CATEGORIES = sorted(p.stem for p in (BUILTIN / "categories").glob("*.j2"))
