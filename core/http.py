@@ -18,7 +18,7 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from . import __version__
@@ -77,7 +77,7 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def _wait(max_wait: float) -> Any:
-    backoff = wait_exponential_jitter(multiplier=0.5, max=max_wait)
+    backoff = wait_random_exponential(multiplier=0.5, max=max_wait)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
