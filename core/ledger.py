@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from . import schema as t
 from .errors import JobNotFound, LedgerError
@@ -65,7 +66,13 @@ class Ledger(PlanningWrites, OperatorViews):
             raise LedgerError(f"unsupported ledger database {parsed.drivername!r}")
         if parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=3600)
+        engine = create_async_engine(
+            url,
+            poolclass=AsyncAdaptedQueuePool,  # one connection: SQLite has one writer anyway
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=3600,
+        )
         _configure_sqlite(engine)
         ledger = cls(engine)
         try:
