@@ -44,6 +44,7 @@ from .ledger_rows import (
     job_id_for,
     lease_free,
     receipt_from_row,
+    record_transition,
     utcnow,
     video_from_row,
 )
@@ -271,11 +272,7 @@ class Ledger(PlanningWrites, OperatorViews):
             done = await conn.execute(stmt.values(state=to.value, updated_at=now, **values))
             if done.rowcount != 1:
                 return False
-            await conn.execute(
-                insert(t.transitions).values(
-                    job_id=job_id, at=now, from_state=old, to_state=to.value, message=message
-                )
-            )
+            await record_transition(conn, job_id, now, old, to.value, message)
         return True
 
     async def reschedule(
@@ -383,11 +380,7 @@ class Ledger(PlanningWrites, OperatorViews):
                     at=now,
                 )
             )
-            await conn.execute(
-                insert(t.transitions).values(
-                    job_id=job.id, at=now, from_state="planned", to_state="submitting", message=None
-                )
-            )
+            await record_transition(conn, job.id, now, "planned", "submitting", None)
         return SubmitGate(True)
 
     async def save_operation(
@@ -428,15 +421,8 @@ class Ledger(PlanningWrites, OperatorViews):
             )
             if done.rowcount != 1:
                 return False
-            await conn.execute(
-                insert(t.transitions).values(
-                    job_id=job_id,
-                    at=now,
-                    from_state="submitting",
-                    to_state="submitted",
-                    message=f"operation {op_id}",
-                )
-            )
+            note = f"operation {op_id}"
+            await record_transition(conn, job_id, now, "submitting", "submitted", note)
         return True
 
     async def cached_video(self, request_key: str, store_dir: Path) -> Video | None:
@@ -526,15 +512,8 @@ class Ledger(PlanningWrites, OperatorViews):
             )
             if done.rowcount != 1:
                 return False
-            await conn.execute(
-                insert(t.transitions).values(
-                    job_id=job.id,
-                    at=now,
-                    from_state=expect.value,
-                    to_state="generated",
-                    message="cache hit: no provider call" if cached else None,
-                )
-            )
+            note = "cache hit: no provider call" if cached else None
+            await record_transition(conn, job.id, now, expect.value, "generated", note)
         return True
 
     async def count_publish_attempt(self, job_id: str) -> int:

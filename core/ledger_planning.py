@@ -10,7 +10,14 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import schema as t
-from .ledger_rows import RELAXED, PlannedJob, bulk_insert, insert_ignore, job_row
+from .ledger_rows import (
+    RELAXED,
+    PlannedJob,
+    bulk_insert,
+    insert_ignore,
+    job_row,
+    record_transition,
+)
 from .models import JobState
 
 
@@ -57,9 +64,14 @@ class PlanningWrites:
                     .where(t.jobs.c.id == item.job.id, t.jobs.c.state == "cancelled")
                     .values(state="planned", due_at=now, last_error=None, updated_at=now)
                 )
-                await conn.execute(insert(t.transitions).values(
-                    job_id=item.job.id, at=now, from_state="cancelled", to_state="planned",
-                    message="current again: the brief went back to this version"))  # fmt: skip
+                await record_transition(
+                    conn,
+                    item.job.id,
+                    now,
+                    "cancelled",
+                    "planned",
+                    "current again: the brief went back to this version",
+                )
             if fresh:
                 await bulk_insert(conn, t.jobs, [job_row(item, now) for item in fresh])
         return [item.job.id for item in (*fresh, *revived)]
@@ -108,15 +120,7 @@ class PlanningWrites:
                 .where(t.jobs.c.id == job_id, t.jobs.c.state == "planned")
                 .values(state="cancelled", last_error=message, due_at=None, updated_at=now)
             )
-            await conn.execute(
-                insert(t.transitions).values(
-                    job_id=job_id,
-                    at=now,
-                    from_state="planned",
-                    to_state="cancelled",
-                    message=message,
-                )
-            )
+            await record_transition(conn, job_id, now, "planned", "cancelled", message)
 
     async def get_cursor(self, pipeline: str, source: str) -> str | None:
         async with self.engine.begin() as conn:

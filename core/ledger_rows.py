@@ -236,3 +236,16 @@ def receipt_from_row(row: Any) -> Receipt:
         published_at=row["published_at"],
         details=json.loads(row["details"]) if row["details"] else {},
     )
+
+
+async def record_transition(
+    conn: AsyncConnection,
+    job_id: str,
+    at: datetime,
+    before: str | None,
+    after: str,
+    message: str | None,
+) -> None:
+    """Add one line to a job's history (in the caller's transaction)."""
+    await conn.execute(insert(t.transitions).values(
+        job_id=job_id, at=at, from_state=before, to_state=after, message=message))  # fmt: skip
