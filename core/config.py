@@ -198,7 +198,7 @@ def _top_level(data: dict[str, Any], issues: _Issues) -> PipelineFile | None:
     try:
         return PipelineFile.model_validate(data)
     except ValidationError as exc:
-        issues.from_validation(exc, (), PipelineFile)
+        issues.from_validation(exc, (), PipelineFile, data)
         errors = exc.errors()
     fields = PipelineFile.model_fields
     bad_fields: set[str] = set()
@@ -269,7 +269,7 @@ def _plugin_section(
     try:
         config = cls.Config.model_validate(options)
     except ValidationError as exc:
-        issues.from_validation(exc, loc, cls.Config)
+        issues.from_validation(exc, loc, cls.Config, options)
         return None
     return PluginSpec(kind, use, name, cls, config, _dotted(loc))
 
@@ -317,7 +317,7 @@ def _platforms(
         try:
             platform = Platform.model_validate(merged)
         except ValidationError as exc:
-            issues.from_validation(exc, loc, Platform)
+            issues.from_validation(exc, loc, Platform, merged)
             continue
         if platform.name in seen:
             issues.add(loc, f"platform {platform.name!r} is listed twice")
@@ -486,11 +486,14 @@ class _Issues:
             ConfigIssue(_dotted(loc), message, self.file, self.lines.line(loc, key=key))
         )
 
-    def from_validation(self, exc: ValidationError, prefix: Loc, model: type[BaseModel]) -> None:
-        errors = _without_union_noise(exc.errors())
+    def from_validation(
+        self, exc: ValidationError, prefix: Loc, model: type[BaseModel], data: Any
+    ) -> None:
+        """Record pydantic's errors for ``data`` (found at ``prefix`` in the file)."""
+        errors = _without_union_noise(exc.errors(), data)
         for err in errors:
-            loc: Loc = (*prefix, *(p for p in err["loc"] if not _is_union_tag(p)))
             kind = err["type"]
+            loc: Loc = (*prefix, *_data_path(data, err["loc"], missing=kind == "missing")[0])
             if loc in self.missing_paths:
                 continue  # the missing variable is the problem, and it is reported
             if kind == "extra_forbidden":
@@ -524,14 +527,14 @@ class _Issues:
         return any(isinstance(p, str) and _SECRET_KEY_RE.search(p) for p in loc)
 
 
-def _without_union_noise(errors: list[Any]) -> list[Any]:
+def _without_union_noise(errors: list[Any], data: Any) -> list[Any]:
     """pydantic reports every member of a union that failed. Drop the members the value was not
     even shaped like when another member got further, and merge the rest into one message."""
     out: list[Any] = []
     merged: dict[tuple[Any, ...], Any] = {}
     for err in errors:
         loc = tuple(err["loc"])
-        if not loc or not _is_union_tag(loc[-1]):
+        if not loc or not _data_path(data, loc, missing=err["type"] == "missing")[1]:
             out.append(err)
             continue
         parent = loc[:-1]
@@ -549,21 +552,32 @@ def _without_union_noise(errors: list[Any]) -> list[Any]:
     return out
 
 
-def _is_union_tag(part: str | int) -> bool:
-    # pydantic names union members in locations ("str", "dict[str,any]", "BudgetCap"...)
-    return isinstance(part, str) and (
-        part[:1].isupper() or "[" in part or part in ("str", "int", "float", "bool")
-    )
+def _data_path(data: Any, loc: tuple[Any, ...], *, missing: bool) -> tuple[Loc, bool]:
+    """Split pydantic's error location into the path in the data and the names it adds for the
+    members of a union (``str``, ``dict[str,any]``, ``BudgetCap``…): a part is a path only if the
+    data has it (or, for a missing key, if it is the last). Returns (path, whether the location
+    ends with a union member's name)."""
+    path: list[str | int] = []
+    node = data
+    ends_with_member = False
+    for i, part in enumerate(loc):
+        present = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node))  # fmt: skip
+        if present or (missing and i == len(loc) - 1):
+            path.append(part)
+            node = node[part] if present else None
+            ends_with_member = False
+        else:
+            ends_with_member = True
+    return tuple(path), ends_with_member
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     current: Any = model
     for part in loc:
-        if isinstance(part, int) or _is_union_tag(part):
-            continue
         info = getattr(current, "model_fields", {}).get(part)
         if info is None:
-            return []
+            continue  # a list index or a union member's name: same model
         current = _model_in(info.annotation)
         if current is None:
             return []

@@ -491,6 +491,21 @@ def test_a_bad_budget_reports_its_own_problems_not_the_other_union_member(
     assert scalar.path == "budget" and "valid list" in scalar.message
 
 
+def test_an_error_under_a_capitalised_key_names_that_key(
+    builtins: PluginHost, pipeline_file: Path
+) -> None:
+    """Keys are paths even when they look like pydantic's names for union members."""
+    text = MINIMAL + textwrap.dedent("""\
+        sinks:
+          - use: filesystem
+            path: out
+            Link: copy
+    """)
+    (issue,) = issues_of(text, builtins, pipeline_file)
+    assert issue.path == "sinks[0].Link" and issue.message.startswith("unknown key")
+    assert issue.line == line_of(text, "Link: copy")
+
+
 @pytest.mark.parametrize(
     ("ledger", "relative"),
     [("runs/ledger.db", "runs/ledger.db"), ("sqlite:///data/l.db", "data/l.db")],
