@@ -21,8 +21,6 @@ class MediaInfo:
     height: int
     video_codec: str
     audio_codec: str
-    fps: float
-    frames: int | None
 
 
 def probe(path: Path) -> MediaInfo:
@@ -34,15 +32,12 @@ def probe(path: Path) -> MediaInfo:
             video = container.streams.video[0]
             audio = container.streams.audio[0] if container.streams.audio else None
             duration = _duration(container, video)
-            rate = video.average_rate or video.base_rate or 0
             return MediaInfo(
                 duration_s=duration,
                 width=video.codec_context.width,
                 height=video.codec_context.height,
                 video_codec=video.codec_context.name,
                 audio_codec=audio.codec_context.name if audio else "",
-                fps=float(rate),
-                frames=video.frames or None,
             )
     except MediaError:
         raise

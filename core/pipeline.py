@@ -108,7 +108,7 @@ def _instantiate(spec: PluginSpec, pipeline: PipelineSpec) -> Any:
         raise
     except Exception as exc:
         raise PluginError(
-            f"{spec.kind} {spec.name!r} (plugin {spec.use!r}) failed to start: "
+            f"{spec.path}: {spec.kind} {spec.name!r} (plugin {spec.use!r}) failed to start: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
 

@@ -44,7 +44,6 @@ class PlanReport:
     jobs: int = 0
     new: int = 0
     estimated_cost_new: float = 0.0
-    estimated_cost_all: float = 0.0
     seconds_new: float = 0.0
     adjusted: int = 0
     skipped_count: int = 0
@@ -229,7 +228,6 @@ class Planner:
         for item in planned:
             job, is_new = item.job, item.job.id in new
             report.jobs += 1
-            report.estimated_cost_all += job.estimated_cost_usd
             if is_new:
                 report.new += 1
                 report.estimated_cost_new += job.estimated_cost_usd

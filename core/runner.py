@@ -34,7 +34,6 @@ NOT_PLANNED = tuple(s for s in ACTIVE_STATES if s != JobState.PLANNED.value)
 class RunResult:
     run_id: str
     counts: dict[str, int] = field(default_factory=dict)
-    events: int = 0
     spent_usd: float = 0.0
     cache_hits: int = 0
     provider_calls: int = 0
@@ -76,7 +75,6 @@ class Runner:
         result = RunResult(run_id)
 
         def observe(event: JobEvent) -> None:
-            result.events += 1
             if event.kind == "cached":
                 result.cache_hits += 1
             if event.kind == "submitted":

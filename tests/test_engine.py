@@ -13,7 +13,16 @@ import pytest
 from conftest import FAKE_PIPELINE, Harness
 from sqlalchemy import select
 
-from reelpress import Brief, JobEvent, ProviderError, SinkError, SkipBrief, hookimpl, schema
+from reelpress import (
+    Brief,
+    JobEvent,
+    PluginError,
+    ProviderError,
+    SinkError,
+    SkipBrief,
+    hookimpl,
+    schema,
+)
 from reelpress.ledger import Ledger
 from reelpress.limits import RateWindow
 from reelpress.models import JobState
@@ -500,6 +509,22 @@ async def test_prepare_brief_can_change_or_skip_briefs(
     assert report.skipped[0].message == "skipped by plugin 'editor': embargoed"
     [(job, _)] = report.sample
     assert job.texts.title == "STORY 1"
+
+
+async def test_a_plugin_that_cannot_start_is_named_with_its_place_in_the_config(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: Any, config: Any, context: Any) -> None:
+        raise OSError("cannot reach the CMS")
+
+    monkeypatch.setattr(fakes.MemorySink, "__init__", refuse)
+    with pytest.raises(PluginError) as failed:
+        await harness.open(
+            FAKE_PIPELINE.replace("sinks: [{use: memory}]", "sinks: [{use: memory, name: cms}]")
+        )
+    assert str(failed.value) == (
+        "sinks[0]: sink 'cms' (plugin 'memory') failed to start: OSError: cannot reach the CMS"
+    )
 
 
 async def test_operator_cancel_stops_a_planned_job(harness: Harness, script: fakes.Script) -> None:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from .. import __version__
+from ..config import DEFAULT_FILE
 from ..errors import ConfigError, JobNotFound, LedgerError, ReelpressError, TemplateError
 from ..plugins import PluginHost
 from .app import App
@@ -68,7 +69,7 @@ class PluginGroup(click.Group):
     "--config",
     type=click.Path(path_type=Path),
     envvar="REELPRESS_CONFIG",
-    default=Path("pipeline.yaml"),
+    default=Path(DEFAULT_FILE),
     show_default=True,
     help="The pipeline file (or set REELPRESS_CONFIG).",
 )
