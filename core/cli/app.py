@@ -7,13 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ..config import PipelineSpec, load_pipeline
-from ..ledger import Ledger
-from ..pipeline import Pipeline
 from ..plugins import PluginHost
+
+if TYPE_CHECKING:  # the engine's modules load when a command needs them: `--help` stays quick
+    from ..config import PipelineSpec
+    from ..ledger import Ledger
+    from ..pipeline import Pipeline
 
 log = logging.getLogger("reelpress.cli")
 
@@ -43,11 +46,21 @@ class App:
 
     def spec(self) -> PipelineSpec:
         if self._spec is None:
+            from ..config import load_pipeline
+
             self._spec = load_pipeline(self.config_path, self.host())
         return self._spec
 
+    def build(self) -> Pipeline:
+        """The pipeline's plugins and templates, ready to plan (see :class:`Pipeline`)."""
+        from ..pipeline import Pipeline
+
+        return Pipeline.build(self.spec(), self.host())
+
     @asynccontextmanager
     async def ledger(self) -> AsyncIterator[Ledger]:
+        from ..ledger import Ledger
+
         ledger = await Ledger.open(self.spec().ledger_url)
         try:
             yield ledger
@@ -57,7 +70,7 @@ class App:
     @asynccontextmanager
     async def pipeline(self) -> AsyncIterator[tuple[Pipeline, Ledger]]:
         """The built pipeline and its ledger; plugins are closed (galleries written) on exit."""
-        pipeline = Pipeline.build(self.spec(), self.host())
+        pipeline = self.build()
         try:
             async with self.ledger() as ledger:
                 yield pipeline, ledger

@@ -6,16 +6,19 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..ledger import Ledger
 from ..models import JobState
 from . import EXIT_OK, cli, run_async
 from .app import App
 from .display import money, short, state_style, when
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger
 
 STATES = [s.value for s in JobState]
 

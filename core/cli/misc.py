@@ -7,17 +7,19 @@ import sys
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
 from ..errors import PluginError, ReelpressError
 from ..models import Brief
-from ..pipeline import Pipeline
 from ..plugin_api import Skipped
-from ..prompts import BLOCKS, platform_vars
 from . import EXIT_BAD_INPUT, EXIT_OK, cli, run_async
 from .app import App
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
 
 
 @cli.command()
@@ -94,7 +96,7 @@ def templates() -> None:
 @click.pass_obj
 def list_templates(app: App) -> None:
     """Every template on the pipeline's search path, and which file wins."""
-    pipeline = Pipeline.build(app.spec(), app.host())
+    pipeline = app.build()
     table = Table(title="Templates (first folder wins)", title_justify="left")
     table.add_column("template")
     table.add_column("from")
@@ -121,7 +123,7 @@ def list_templates(app: App) -> None:
 @click.pass_obj  # fmt: skip
 def render(app: App, platform_name: str, brief_id: str | None, brief_file: Path | None) -> None:
     """Render a platform's template for one brief and show every block."""
-    pipeline = Pipeline.build(app.spec(), app.host())
+    pipeline = app.build()
     platform = pipeline.platforms.get(platform_name)
     if platform is None:
         raise click.BadParameter(
@@ -140,6 +142,8 @@ def render(app: App, platform_name: str, brief_id: str | None, brief_file: Path 
         texts = pipeline.templates.render(brief, platform)
         request = pipeline.provider.build_request(texts=texts, platform=platform, brief=brief,
                                                   image=None)  # fmt: skip
+        from ..prompts import BLOCKS, platform_vars
+
         app.out.print(f"[bold]{platform.template}[/] for brief [bold]{brief.id}[/] "
                       f"({platform.aspect_ratio}, {platform.resolution}, "
                       f"{platform.duration_s:g} s)", highlight=False)  # fmt: skip

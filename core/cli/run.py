@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..events import JobEvent
-from ..ledger import ACTIVE_STATES, Ledger
 from ..limits import period_start
-from ..pipeline import Pipeline
-from ..planner import PlanIssue, Planner, PlanReport
-from ..runner import Runner, RunResult
 from . import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, cli, run_async
 from .app import App
 from .display import money, short, state_style
+
+if TYPE_CHECKING:  # imported where used, so other commands and `--help` do not pay for them
+    from ..events import JobEvent
+    from ..ledger import Ledger
+    from ..pipeline import Pipeline
+    from ..planner import PlanIssue, PlanReport
+    from ..runner import RunResult
 
 RENDER_DONE = {"generated", "cached", "filtered", "over_budget", "needs_reconcile", "cancelled"}
 
@@ -85,6 +88,8 @@ def run(app: App, limit: int | None, dry_run: bool, no_plan: bool) -> None:
 async def _plan(
     app: App, pipeline: Pipeline, ledger: Ledger, *, write: bool, rows: int
 ) -> PlanReport:
+    from ..planner import Planner
+
     planner = Planner(pipeline, ledger, sample=max(rows, 1))
     with Progress(TextColumn("[bold]Planning[/]"), TextColumn("{task.fields[text]}"),
                   TimeElapsedColumn(), console=app.err, transient=True,
@@ -186,6 +191,8 @@ async def _run(app: App, pipeline: Pipeline, ledger: Ledger, only: list[str] | N
                 progress.advance(publish)
             progress.update(render, note=f"{money(spent[0])} spent")
 
+        from ..runner import Runner
+
         return await Runner(pipeline, ledger, only=only, observer=observe).run()
 
 
@@ -201,6 +208,8 @@ def _print_summary(app: App, pipeline: Pipeline, result: RunResult) -> None:
         line = sink.summary()
         if line:
             app.out.print(f"{sink.context.instance}: {line}")
+    from ..ledger import ACTIVE_STATES
+
     waiting = sum(result.counts.get(s, 0) for s in ACTIVE_STATES)
     if result.problems:
         app.out.print(
