@@ -211,3 +211,11 @@ def test_plugins_lists_builtins_with_what_they_register(cli) -> None:
 def test_missing_pipeline_file_is_bad_input(cli) -> None:
     result = cli("plan")
     assert result.code == 2 and "pipeline.yaml: file not found" in result.err
+
+
+def test_debug_shows_the_traceback_of_a_user_error(cli) -> None:
+    plain = cli("plan")
+    debug = cli("--debug", "plan")
+    assert plain.code == debug.code == 2
+    assert "Traceback" not in plain.err and "Traceback" in debug.err
+    assert "file not found" in debug.err

@@ -21,7 +21,7 @@ import click
 
 from .. import __version__
 from ..config import DEFAULT_FILE
-from ..errors import ConfigError, JobNotFound, LedgerError, ReelpressError, TemplateError
+from ..errors import ReelpressError
 from ..plugins import PluginHost
 from .app import App
 
@@ -109,8 +109,10 @@ async def _guard(work: Callable[[], Awaitable[T]]) -> T:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or bool(os.environ.get("REELPRESS_DEBUG"))
     try:
-        cli.main(args=argv, prog_name="reelpress", standalone_mode=False)
+        cli.main(args=args, prog_name="reelpress", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(EXIT_FAILED)
@@ -119,24 +121,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_BAD_INPUT if exc.exit_code == 2 else exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except (ConfigError, TemplateError) as exc:
-        _report(exc, "error")
-        sys.exit(EXIT_BAD_INPUT)
-    except (JobNotFound, LedgerError) as exc:
-        _report(exc, "error")
-        sys.exit(EXIT_BAD_INPUT)
-    except ReelpressError as exc:
-        _report(exc, "error")
+    except ReelpressError as exc:  # bad input: config, templates, plugins, job ids, the ledger
+        _report(exc, "error", debug)
         sys.exit(EXIT_BAD_INPUT)
     except SystemExit:
         raise
     except Exception as exc:  # a bug: say so plainly, with the traceback under --debug
-        _report(exc, "internal error")
+        _report(exc, "internal error", debug)
         sys.exit(EXIT_FAILED)
 
 
-def _report(exc: BaseException, label: str) -> None:
-    if os.environ.get("REELPRESS_DEBUG") or "--debug" in sys.argv:
+def _report(exc: BaseException, label: str, debug: bool) -> None:
+    if debug:
         import traceback
 
         traceback.print_exception(exc)
