@@ -102,30 +102,11 @@ class Assets:
                 self._http = http.client()
         tmp = self.store.tmp_path()
         try:
-            async with self._http.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise AssetError(
-                        f"image download failed: HTTP {response.status_code} from "
-                        f"{http.redact(url)}"
-                    )
-                kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                if kind not in IMAGE_TYPES:
-                    raise AssetError(
-                        f"not an image ({kind or 'no content type'}): {http.redact(url)}"
-                    )
-                size = 0
-                with tmp.open("wb") as out:
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > MAX_IMAGE_BYTES:
-                            raise AssetError(
-                                f"image is larger than {MAX_IMAGE_BYTES // 2**20} "
-                                f"MB: {http.redact(url)}"
-                            )
-                        out.write(chunk)
-        except http.HTTPError as exc:
+            await http.download(self._http, url, tmp, max_bytes=MAX_IMAGE_BYTES,
+                                content_types=IMAGE_TYPES)  # fmt: skip
+        except (http.DownloadRefused, http.RetryableStatus, http.HTTPError) as exc:
             tmp.unlink(missing_ok=True)
-            raise AssetError(f"image download failed: {http.redact(url)}: {exc}") from None
+            raise AssetError(f"image download failed: {exc}") from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import email.utils
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -90,6 +91,15 @@ def _wait(max_wait: float) -> Any:
     return wait
 
 
+def _retrying(attempts: int, max_wait: float) -> AsyncRetrying:
+    return AsyncRetrying(
+        retry=retry_if_exception(_is_transient),
+        wait=_wait(max_wait),
+        stop=stop_after_attempt(attempts),
+        reraise=True,
+    )
+
+
 async def send(
     http: httpx.AsyncClient,
     method: str,
@@ -104,18 +114,54 @@ async def send(
     Returns the final response, whatever its status: the caller maps 4xx to its own errors. Use
     only for requests that are safe to repeat.
     """
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(_is_transient),
-        wait=_wait(max_wait),
-        stop=stop_after_attempt(attempts),
-        reraise=True,
-    ):
+    async for attempt in _retrying(attempts, max_wait):
         with attempt:
             response = await http.request(method, url, **kwargs)
             if response.status_code in RETRY_STATUSES:
                 await response.aread()
                 raise RetryableStatus(response)
     return response
+
+
+class DownloadRefused(Exception):
+    """The server answered, but not with a file we take (status, content type or size)."""
+
+
+async def download(
+    http: httpx.AsyncClient,
+    url: str,
+    dest: Path,
+    *,
+    max_bytes: int,
+    content_types: Collection[str] | None = None,
+    attempts: int = 4,
+    max_wait: float = 30.0,
+) -> int:
+    """Stream ``url`` into ``dest`` and return its size. A dropped connection or a 408/429/5xx
+    starts the download again (honouring ``Retry-After``); any other status, an unexpected
+    content type or more than ``max_bytes`` raise :class:`DownloadRefused` at once."""
+    async for attempt in _retrying(attempts, max_wait):
+        with attempt:
+            async with http.stream("GET", url) as response:
+                if response.status_code in RETRY_STATUSES:
+                    await response.aread()
+                    raise RetryableStatus(response)
+                if response.status_code != 200:
+                    raise DownloadRefused(f"HTTP {response.status_code} from {redact(url)}")
+                kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if content_types is not None and kind not in content_types:
+                    raise DownloadRefused(f"content type {kind or '(none)'} from {redact(url)}, "
+                                          f"expected {', '.join(content_types)}")  # fmt: skip
+                size = 0
+                with dest.open("wb") as out:
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise DownloadRefused(
+                                f"more than {max_bytes // 2**20} MB from {redact(url)}"
+                            )
+                        out.write(chunk)
+    return size
 
 
 def redact(text: str) -> str:
