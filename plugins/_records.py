@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import queue
 import re
 import threading
@@ -32,13 +31,6 @@ def revision_of(data: bytes | str) -> str:
     """A short content hash: changes whenever the record does, short enough to show to a user."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def canonical(data: Any) -> str:
-    """One spelling per record (sorted keys): the same record always gets the same revision."""
-    return json.dumps(
-        json_friendly(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
 
 
 def json_friendly(value: Any) -> Any:

@@ -21,8 +21,8 @@ import ijson
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from reelpress import Brief, PluginConfig, PluginError, Skipped, Source, hookimpl
+from reelpress.models import canonical_json
 from reelpress_plugins._records import (
-    canonical,
     describe_validation,
     in_thread,
     json_friendly,
@@ -370,7 +370,7 @@ class _Rows:
         if "image" in values:
             values["image"] = resolve_image(values["image"], self.path.parent)
         values["id"] = f"{self.prefix}:{raw_id}"
-        values.setdefault("revision", revision_of(canonical(data)))
+        values.setdefault("revision", revision_of(canonical_json(json_friendly(data))))
         try:
             return Brief(**values, fields=self._fields(data))
         except ValidationError as exc:
